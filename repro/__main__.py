@@ -1,0 +1,122 @@
+"""Command line: ``python -m repro <command> --help``.
+
+Each command is a thin wrapper over the library function the notebooks call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from repro.config import MODES, PROFILES, get_profile, to_dict
+
+
+def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
+    p.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="named settings (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding afhq/, celeba/, ffhq/ for the paper profiles")
+    p.add_argument("--run-root", default=None, help="where runs are written (default: runs/)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    if task:
+        p.add_argument("--task", default=None,
+                       help="task of the profile (default: every task of the profile)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _tasks(args: argparse.Namespace):
+    profile = get_profile(args.profile, data_root=args.data_root, run_root=args.run_root)
+    tasks = [profile.task(args.task)] if getattr(args, "task", None) else profile.tasks
+    return profile, tasks
+
+
+def cmd_profiles(args: argparse.Namespace) -> None:
+    if args.show:
+        print(json.dumps(to_dict(get_profile(args.show)), indent=2))
+        return
+    for name, build in PROFILES.items():
+        profile = build()
+        tasks = ", ".join(f"{t.name} [{' '.join(t.modes)}]" for t in profile.tasks)
+        print(f"{name:11s} {profile.tasks[0].stylex_data.resolution}px, {profile.stylex.channels} channels, "
+              f"{profile.stylex.iterations} iterations; tasks: {tasks}")
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from repro.classifier import train_classifier
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        run = train_classifier(task.classifier_data, profile.classifier,
+                               profile.run_dir(task.name, "classifier"), device=args.device,
+                               force=args.force, progress=not args.no_progress)
+        print(f"{task.name}: test accuracy {run.metrics['test']['accuracy']:.4f} -> {run.run_dir}")
+
+
+def cmd_train_stylex(args: argparse.Namespace) -> None:
+    from repro.training import train_profile_model
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        modes = [args.mode] if args.mode else task.modes
+        for mode in modes:
+            result = train_profile_model(profile, task, mode, device=args.device, force=args.force,
+                                         progress=not args.no_progress, iterations=args.iterations)
+            print(f"{task.name}/{mode}: {result.iteration} iterations -> {result.run_dir}")
+
+
+def cmd_render_synthetic(args: argparse.Namespace) -> None:
+    from repro.data import synthetic
+    from repro.figures import save_image_grid
+
+    factors = synthetic.sample_factors(args.n, seed=args.seed, split="train")
+    images = synthetic.render(factors, args.size)
+    path = save_image_grid(images, args.out, nrow=args.nrow)
+    print(f"wrote {path}")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
+    "profiles": (cmd_profiles, "list the named profiles, or print one as JSON"),
+    "train-classifier": (cmd_train_classifier, "train the MobileNetV2 classifier of each task"),
+    "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
+    "render-synthetic": (cmd_render_synthetic, "write a grid of synthetic faces to a PNG"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m repro", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for name, (func, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        if name == "profiles":
+            p.add_argument("--show", default=None, choices=list(PROFILES), help="print one profile as JSON")
+        elif name == "render-synthetic":
+            p.add_argument("--n", type=int, default=32, help="number of faces")
+            p.add_argument("--size", type=int, default=64, help="pixels (power of two, 32..256)")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--nrow", type=int, default=8, help="faces per row")
+            p.add_argument("--out", default="synthetic_faces.png", help="output PNG")
+        else:
+            _add_common(p)
+            p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
+        if name == "train-stylex":
+            p.add_argument("--mode", default=None, choices=list(MODES),
+                           help="model to train (default: every mode the profile lists for the task)")
+            p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Checkpoints: ``state_dict``s plus the config, written atomically, loaded with ``weights_only``.
+
+A checkpoint is a dict of tensors and plain values (never pickled code). It is written to a
+temporary file in the same folder, flushed to disk and renamed over the target, so a crash
+leaves either the old file or the new one, never half of one. On load, ``weights_only=True``
+refuses anything that would execute code, and a ``"complete": True`` marker written last
+guards against files that were truncated by other means.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repro.config import config_diff
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot or must not be loaded."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({**state, "complete": True}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu",
+                    expected_config: dict[str, Any] | None = None,
+                    config_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely.
+
+    Raises ``CheckpointError`` when the file is missing, truncated, not a checkpoint, holds
+    objects that only an unsafe unpickler could build (e.g. code), or was written with a
+    config whose ``config_keys`` fields differ from ``expected_config`` (the message names them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refused to load {path}: it contains objects that are not plain tensors or values "
+            f"(loading it would run code from the file). Only load checkpoints written by this "
+            f"project. Details: {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({err}); "
+                              f"delete it and resume from an earlier one") from None
+    if not isinstance(state, dict) or state.get("complete") is not True:
+        raise CheckpointError(f"{path} is not a complete checkpoint of this project")
+    if expected_config is not None:
+        found = state.get("config", {})
+        keys = config_keys or tuple(expected_config)
+        diffs = config_diff({k: expected_config.get(k) for k in keys},
+                            {k: found.get(k) for k in keys})
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {path} was written with a different configuration:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse the matching profile/mode, or a fresh run directory.")
+    return state

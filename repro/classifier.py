@@ -1,0 +1,151 @@
+"""The classifier StylEx explains: torchvision MobileNetV2, two classes, trained from scratch.
+
+``train_classifier`` trains it with a progress bar and writes, in its run directory:
+``config.json``, ``classifier.pt`` (state_dict + config, atomic), ``history.jsonl`` (one line
+per epoch) and ``metrics.json`` (held-out accuracy, confusion matrix, timing). A finished run
+is reused unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from repro.config import ClassifierConfig, DataConfig, save_config, to_dict
+from repro.data import ImageSet, load_split
+from repro.networks import build_classifier
+from repro.utils import pick_device, seed_everything, tqdm
+
+CHECKPOINT = "classifier.pt"
+
+
+@dataclass
+class ClassifierRun:
+    """A trained classifier and what its training measured.
+
+    Parameters:
+        model: the MobileNetV2, in eval mode.
+        metrics: the contents of ``metrics.json``.
+        history: one dict per epoch (loss, train and val accuracy, seconds).
+        run_dir: where it lives.
+    """
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    run_dir: Path
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: ImageSet | torch.Tensor, *, batch_size: int = 512,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Logits [N, 2] (on CPU) of every image of an ImageSet or a float tensor in [-1, 1]."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    n = len(images)
+    out = []
+    for start in range(0, n, batch_size):
+        idx = slice(start, min(start + batch_size, n))
+        x = images.batch(idx, device) if isinstance(images, ImageSet) else images[idx].to(device)
+        out.append(model(x.contiguous()).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int = 2) -> list[list[int]]:
+    """Rows: true class; columns: predicted class."""
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    cm.index_put_((labels.long(), preds.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
+    return cm.tolist()
+
+
+def evaluate(model: nn.Module, images: ImageSet, **kwargs) -> dict[str, Any]:
+    """Accuracy and confusion matrix on a labelled set."""
+    if (images.labels < 0).any():
+        raise ValueError(f"{images.name} has no labels; evaluate the classifier on a labelled split")
+    preds = predict_logits(model, images, **kwargs).argmax(1)
+    return {"accuracy": (preds == images.labels).float().mean().item(),
+            "confusion": confusion_matrix(images.labels, preds), "n": len(images)}
+
+
+def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | Path, *,
+                     device: str = "auto", force: bool = False, progress: bool | None = None) -> ClassifierRun:
+    """Train (or reuse) the classifier of one task; see the module docstring for the outputs."""
+    run_dir = Path(run_dir)
+    dev = pick_device(device)
+    full_config = {"data": to_dict(data), "classifier": to_dict(config)}
+    if not force and (run_dir / CHECKPOINT).exists() and (run_dir / "metrics.json").exists():
+        try:
+            return load_classifier(run_dir, device=dev, expected_config=full_config)
+        except CheckpointError as err:
+            print(f"not reusing {run_dir / CHECKPOINT}: {err}; training again")
+    save_config({"data": data, "classifier": config}, run_dir)
+
+    seed_everything(config.seed)
+    train, val, test = (load_split(data, s, progress=progress) for s in ("train", "val", "test"))
+    for split in (train, val, test):
+        if (split.labels < 0).any():
+            raise ValueError(f"{split.name} has no labels: a classifier needs a labelled data set "
+                             f"(for the age task, CelebA; FFHQ is only for StylEx)")
+    model = build_classifier(2).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"classifier {data.task}", enabled=progress)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=gen)
+        t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            x, y = train.batch(idx, dev), train.labels[idx].to(dev)
+            if config.hflip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x[flip.to(dev)] = x[flip.to(dev)].flip(-1)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        val_acc = evaluate(model, val)["accuracy"]
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
+                        "val_accuracy": val_acc, "seconds": time.perf_counter() - t0})
+    bar.close()
+    model.eval()
+    metrics = {"task": data.task, "test": evaluate(model, test), "val": evaluate(model, val),
+               "train_seconds": time.perf_counter() - start, "device": str(dev),
+               "epochs": config.epochs, "n_train": len(train)}
+    save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config})
+    (run_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return ClassifierRun(model, metrics, history, run_dir)
+
+
+def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",
+                    expected_config: dict[str, Any] | None = None) -> ClassifierRun:
+    """Load a trained classifier (eval mode, gradients off) and its recorded metrics."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT, expected_config=expected_config)
+    model = build_classifier(2)
+    model.load_state_dict(state["model"])
+    model.to(device).eval().requires_grad_(False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history_file = run_dir / "history.jsonl"
+    history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
+    return ClassifierRun(model, metrics, history, run_dir)

@@ -1,0 +1,86 @@
+"""Data: the embedded synthetic data set and the real-data loaders behind one call.
+
+``load_split(data_config, split)`` returns an :class:`ImageSet`: all images of the split as one
+uint8 tensor in memory (pre-resized, cached on disk), so that training indexes batches with no
+decoding and no worker processes. ``ImageSet.batch(idx)`` gives float images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repro.config import DATASETS, DataConfig
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ImageSet:
+    """A split held in memory.
+
+    Parameters:
+        images: uint8 [N, 3, R, R].
+        labels: int64 [N]; -1 where the data set has no labels (FFHQ).
+        factors: float32 [N, F] generative factors (synthetic data only).
+        name: a readable description, e.g. ``synth-age/train``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    factors: torch.Tensor | None = None
+    name: str = ""
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    def batch(self, idx: torch.Tensor | slice, device: torch.device | str | None = None) -> torch.Tensor:
+        """Float images in [-1, 1] of the given indices, contiguous, on ``device``."""
+        x = self.images[idx]
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        return (x.float() / 127.5 - 1.0).contiguous()
+
+    def to(self, device: torch.device | str) -> "ImageSet":
+        """The same set with its tensors on ``device`` (e.g. the whole set on the GPU)."""
+        factors = None if self.factors is None else self.factors.to(device)
+        return ImageSet(self.images.to(device), self.labels.to(device), factors, self.name)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 in [0, 255] (for figures and GIFs)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def load_split(config: DataConfig, split: str, *, progress: bool = False) -> ImageSet:
+    """Load one split of the data a :class:`DataConfig` describes."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if config.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    name = f"{config.task}/{split}"
+    if config.dataset == "synthetic":
+        from repro.data import synthetic
+
+        n = {"train": config.n_train, "val": config.n_val, "test": config.n_test}[split]
+        data = synthetic.make_split(config.task, split, n, config.resolution, seed=config.seed,
+                                    spurious_p=config.spurious_p, label_noise=config.label_noise,
+                                    cache_dir=config.cache_dir, progress=progress)
+        return ImageSet(torch.from_numpy(np.ascontiguousarray(data.images)),
+                        torch.from_numpy(data.labels).long(),
+                        torch.from_numpy(data.factors).float(), name)
+    from repro.data import real
+
+    if config.root is None:
+        raise ValueError(f"dataset {config.dataset!r} needs a data root (--data-root); "
+                         f"see README.md, 'Real data', for where to download it")
+    data = real.load_real(config.dataset, config.root, split, config.resolution,
+                          cache_dir=config.cache_dir, progress=progress)
+    labels = torch.as_tensor(data.labels).long()
+    return ImageSet(data.images.contiguous(), labels, None, name)

@@ -1,0 +1,526 @@
+"""Training of StylEx (encoder only), StylEx-alt (encoder + mapping-network passes) and a plain
+StyleGAN2, single process or under ``torchrun`` (DistributedDataParallel).
+
+The loop owns the optimisers, the EMA copies, the lazy-regularisation phases, checkpoints and
+logging; it knows nothing of AttFind. One iteration is:
+
+1. discriminator phase: fakes, then reals, each its own forward/backward (so DDP syncs each);
+   every ``r1_interval`` iterations an R1 phase on reals;
+2. generator phase: generator (+ encoder, + mapping) forward, every loss term, one backward;
+   every ``pl_interval`` iterations a path-length phase;
+3. EMA update of generator, encoder and mapping network together, so evaluation uses a
+   matching pair (the seed implementation paired the EMA generator with the raw encoder).
+
+Modes (``StylExModel.mode``):
+    stylex      w = [E(x), softmax C(x)]; reconstruction, latent and classifier losses.
+    stylex-alt  as stylex, but every ``alt_ratio``-th iteration is a z-pass:
+                w = [mapping(z), p] with p the classifier probabilities of the real images of the
+                same batch (the original authors' recipe); adversarial + classifier loss only.
+    stylegan2   w = mapping(z); adversarial loss only; no encoder (the report's
+                "AttFind on StyleGAN2" column).
+
+Outputs in the run directory: ``config.json``, ``metadata.json`` (device, LPIPS status, ...),
+``log.jsonl`` (every loss term by name), ``samples/`` (reconstruction / sample grids),
+``checkpoints/ckpt-NNNNNNN.pt`` (full state, last K kept) and, when finished, ``model.pt``
+(the EMA networks + config): its presence marks the stage as done.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
+from repro.data import ImageSet, load_split
+from repro.losses import LPIPSLoss, StylExLoss
+from repro.networks import Discriminator, Encoder, Generator, MappingNetwork
+from repro.utils import pick_device, seed_everything, tqdm
+
+NUM_CLASSES = 2
+FINAL = "model.pt"
+# Config fields that must match for a checkpoint to be resumed or loaded into these networks.
+ARCH_KEYS = ("mode", "resolution", "channels", "latent_dim", "mapping_layers")
+
+
+class StylExModel(nn.Module):
+    """The generator side of one model: generator, encoder and mapping network as its mode needs.
+
+    Parameters:
+        mode: one of ``MODES``.
+        resolution: image size.
+        channels: uniform width of every network.
+        latent_dim: encoder / mapping output size.
+        mapping_layers: depth of the mapping network.
+    """
+
+    def __init__(self,
+                 mode: str,             # stylex | stylex-alt | stylegan2
+                 resolution: int,       # image size in pixels
+                 channels: int,         # conv width
+                 latent_dim: int = 512,  # E(x) / mapping(z) size
+                 mapping_layers: int = 8):  # mapping network depth
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+        self.mode = mode
+        self.latent_dim = latent_dim
+        self.conditional = mode != "stylegan2"
+        w_dim = latent_dim + NUM_CLASSES if self.conditional else latent_dim
+        self.generator = Generator(resolution, channels, w_dim=w_dim)
+        self.encoder = Encoder(resolution, channels, out_dim=latent_dim) if mode != "stylegan2" else None
+        self.mapping = (MappingNetwork(z_dim=latent_dim, w_dim=latent_dim, num_layers=mapping_layers)
+                        if mode != "stylex" else None)
+
+    def encode(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """w = [E(x), softmax C(x)] for real images (StylEx modes)."""
+        if self.encoder is None:
+            raise ValueError("a stylegan2 model has no encoder; sample w with sample_w(z)")
+        return torch.cat([self.encoder(x), probs], dim=1)
+
+    def sample_w(self, z: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """w from the mapping network: [mapping(z), p] (stylex-alt) or mapping(z) (stylegan2)."""
+        if self.mapping is None:
+            raise ValueError("a stylex model has no mapping network; encode real images instead")
+        w = self.mapping(z)
+        return torch.cat([w, probs], dim=1) if self.conditional else w
+
+    def forward(self, x: torch.Tensor | None, probs: torch.Tensor | None, z: torch.Tensor | None,
+                noise: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One generator pass (the unit DDP wraps): an encoder pass when ``z`` is None, else a z-pass.
+        Returns (image, w)."""
+        w = self.encode(x, probs) if z is None else self.sample_w(z, probs)
+        return self.generator(w, noise), w
+
+
+@dataclass
+class TrainResult:
+    """Where a training run ended.
+
+    Parameters:
+        run_dir: the run directory.
+        iteration: iterations completed.
+        model: the EMA networks (eval mode).
+        metadata: the contents of ``metadata.json``.
+    """
+
+    run_dir: Path
+    iteration: int
+    model: StylExModel
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or weight became NaN/Inf; nothing was written over the last good checkpoint."""
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size); (0, 0, 1) outside torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 0, 1
+    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _init_distributed(device: torch.device) -> None:
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+def arch_config(mode: str, resolution: int, config: StylExConfig) -> dict[str, Any]:
+    return {"mode": mode, "resolution": resolution, "channels": config.channels,
+            "latent_dim": config.latent_dim, "mapping_layers": config.mapping_layers}
+
+
+def build_model(arch: dict[str, Any]) -> StylExModel:
+    return StylExModel(arch["mode"], arch["resolution"], arch["channels"], arch["latent_dim"],
+                       arch["mapping_layers"])
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
+    """Adam with StyleGAN2's lazy-regularisation correction (lr and betas scaled by k/(k+1))."""
+    ratio = interval / (interval + 1) if interval > 0 else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
+
+
+@torch.inference_mode()
+def classifier_probs(classifier: nn.Module, images: ImageSet, device: torch.device,
+                     batch_size: int = 512) -> torch.Tensor:
+    """softmax C(x) of every image of a set, computed once (valid: no augmentation is applied)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images.batch(slice(start, start + batch_size), device)
+        out.append(F.softmax(classifier(x).float(), dim=1))
+    return torch.cat(out).to(device)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
+
+
+def _latest_valid_checkpoint(run_dir: Path, arch: dict[str, Any], map_location) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; a damaged one is reported and skipped, never trusted."""
+    for path in reversed(_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location=map_location, expected_config=arch, config_keys=ARCH_KEYS)
+        except CheckpointError as err:
+            if "different configuration" in str(err):
+                raise
+            print(f"skipping damaged checkpoint: {err}")
+    return None
+
+
+def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: nn.Module,
+                 run_dir: str | Path, *, device: str = "auto", force: bool = False,
+                 progress: bool | None = None, iterations: int | None = None,
+                 callbacks: list[Callable[[int, dict[str, float]], None]] | None = None,
+                 held_out: ImageSet | None = None) -> TrainResult:
+    """Train one model (resuming from the newest valid checkpoint) and return its EMA networks.
+
+    ``classifier`` is frozen. ``callbacks`` are called as ``cb(iteration, logged_terms)`` on every
+    log step (e.g. a live plot in a notebook). ``held_out`` images are used for the
+    reconstruction grids (default: the first images of the validation split).
+    """
+    run_dir = Path(run_dir)
+    rank, local_rank, world = _dist_info()
+    dev = pick_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if world > 1:
+        _init_distributed(dev)
+    total_iters = iterations if iterations is not None else config.iterations
+    arch = arch_config(mode, data.resolution, config)
+    full_config = {**arch, "data": to_dict(data), "stylex": to_dict(config), "iterations": total_iters}
+
+    final = run_dir / FINAL
+    if not force and final.exists():
+        try:
+            return load_stylex(run_dir, device=dev)
+        except CheckpointError as err:
+            print(f"not reusing {final}: {err}; training again")
+    if force and rank == 0:
+        for path in _checkpoints(run_dir) + [final]:
+            path.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        _check_writable(run_dir)
+        save_config(full_config, run_dir)
+
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
+    batch = config.batch_size // world
+    seed_everything(config.seed)  # the same initialisation on every process
+    train = load_split(data, "train")
+    held_out = held_out if held_out is not None else load_split(data, "val")
+    classifier = classifier.to(dev).eval().requires_grad_(False)
+    probs_all = classifier_probs(classifier, train, dev)
+    if dev.type == "cuda":
+        train = train.to(dev)  # the whole uint8 set on the GPU: batches are an index away
+
+    model = build_model(arch).to(dev)
+    disc = Discriminator(data.resolution, config.channels, num_classes=NUM_CLASSES).to(dev)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    torch.manual_seed(config.seed + 7919 * rank)  # noise and z differ per process
+    w = config.losses
+    lpips = LPIPSLoss() if w.lpips > 0 else None
+    lpips_status = lpips.status if lpips is not None else "disabled (weight 0)"
+    if lpips is not None:
+        lpips = lpips.to(dev) if lpips.available else None
+    loss = StylExLoss(w, lpips)
+
+    g_params = list(model.generator.parameters()) + (list(model.mapping.parameters()) if model.mapping else [])
+    opt_g = _adam(g_params, config.lr, config.betas, w.pl_interval if w.pl_weight > 0 else 0)
+    opt_e = (_adam(model.encoder.parameters(), config.encoder_lr or config.lr, config.betas, 0)
+             if model.encoder is not None else None)
+    opt_d = _adam(disc.parameters(), config.lr, config.betas, w.r1_interval if w.r1_gamma > 0 else 0)
+    batch_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    start_iter, pl_mean = 0, torch.zeros((), device=dev)
+
+    state = _latest_valid_checkpoint(run_dir, arch, dev) if not force else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        if opt_e is not None:
+            opt_e.load_state_dict(state["opt_e"])
+        start_iter = int(state["iteration"])
+        pl_mean = state["pl_mean"].to(dev)
+        batch_gen.set_state(state["batch_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        if rank == 0:
+            print(f"resuming {run_dir} at iteration {start_iter}")
+
+    if world > 1:
+        ids = [dev.index] if dev.type == "cuda" else None
+        model_ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
+                                                        find_unused_parameters=True)
+        disc_ddp = nn.parallel.DistributedDataParallel(disc, device_ids=ids, broadcast_buffers=False)
+    else:
+        model_ddp, disc_ddp = model, disc
+
+    metadata = {"mode": mode, "lpips": lpips_status, "device": str(dev), "world_size": world,
+                "torch": torch.__version__, "batch_per_process": batch,
+                "loss_weights": to_dict(w), "started_at_iteration": start_iter}
+    if rank == 0:
+        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if lpips_status.startswith("unavailable"):
+            print(f"LPIPS is unavailable ({lpips_status}); training without the LPIPS term. "
+                  f"README.md, 'LPIPS offline', says where to place its weights.")
+
+    stop = {"signal": None}
+    handlers = _install_stop_handlers(stop) if rank == 0 else {}
+    grid_x = held_out.batch(slice(0, 8), dev)
+    grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:8], held_out.labels[:8]), dev)
+    grid_noise = model.generator.make_noise(8, generator=torch.Generator().manual_seed(0), device=dev)
+    grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
+
+    def make_state(iteration: int) -> dict[str, Any]:
+        s = {"config": full_config, "iteration": iteration, "model": model.state_dict(), "ema": ema.state_dict(),
+             "disc": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+             "pl_mean": pl_mean.detach().cpu(), "batch_gen": batch_gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "lpips": lpips_status}
+        if opt_e is not None:
+            s["opt_e"] = opt_e.state_dict()
+        if dev.type == "cuda":
+            s["cuda_rng"] = torch.cuda.get_rng_state(dev)
+        return s
+
+    def write_checkpoint(iteration: int) -> None:
+        if rank != 0:
+            return
+        _check_finite(iteration, {"weights": _weights_finite(model, disc)}, run_dir)
+        save_checkpoint(run_dir / "checkpoints" / f"ckpt-{iteration:07d}.pt", make_state(iteration))
+        for old in _checkpoints(run_dir)[:-config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    log_file = run_dir / "log.jsonl"
+    bar = tqdm(total=total_iters, initial=start_iter, desc=f"{mode} {data.task}",
+               enabled=(progress if rank == 0 else False))
+    t_last, it_last = time.perf_counter(), start_iter
+    iteration = start_iter
+    try:
+        while iteration < total_iters:
+            idx = torch.randint(len(train), (batch,), generator=batch_gen)
+            x = train.batch(idx.to(train.images.device), dev)
+            probs = probs_all[idx.to(dev)]
+            z_pass = mode == "stylegan2" or (mode == "stylex-alt" and iteration % config.alt_ratio == 1)
+            z = torch.randn(batch, config.latent_dim, device=dev) if z_pass else None
+            terms: dict[str, float] = {}
+
+            # -- discriminator phase: fakes, then reals (each its own forward/backward)
+            disc.requires_grad_(True)
+            with torch.no_grad():
+                gx, _ = model(x, probs, z)
+                probs_gx = F.softmax(classifier(gx), dim=1)
+            fake_logits = disc_ddp(gx, probs_gx)
+            d_fake = F.softplus(fake_logits).mean()
+            d_fake.backward()
+            real_logits = disc_ddp(x, probs)
+            d_real = F.softplus(-real_logits).mean()
+            d_real.backward()
+            terms["d_adv"] = d_fake.item() + d_real.item()
+            if w.r1_gamma > 0 and iteration % w.r1_interval == 0:
+                x_r1 = x.detach().requires_grad_(True)
+                r1 = loss.r1_terms(disc_ddp(x_r1, probs), x_r1)
+                r1["total"].backward()
+                terms["r1"] = r1["r1"].item()
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+            disc.requires_grad_(False)
+
+            # -- generator (+ encoder, + mapping) phase
+            gx, w_used = model_ddp(x, probs, z)
+            logits_gx = classifier(gx)
+            fake_logits = disc(gx, F.softmax(logits_gx, dim=1).detach())
+            if z is None:
+                with torch.no_grad():
+                    e_x = model.encoder(x)
+                g_terms = loss.generator_terms(x, gx, fake_logits, e_x, model.encoder(gx),
+                                               torch.log(probs.clamp_min(1e-8)), logits_gx)
+            elif model.conditional:
+                g_terms = loss.generator_terms(None, gx, fake_logits, None, None,
+                                               torch.log(probs.clamp_min(1e-8)), logits_gx)
+            else:
+                g_terms = loss.generator_terms(None, gx, fake_logits, None, None, None, None)
+            _check_finite(iteration, g_terms, run_dir)
+            total = g_terms["total"]
+            if w.pl_weight > 0 and iteration % w.pl_interval == 0:
+                # Part of the same backward, so that DDP all-reduces its gradients too.
+                w_pl = w_used[:max(1, batch // 2)].detach().requires_grad_(True)
+                pl = loss.path_length_terms(model.generator(w_pl), w_pl, pl_mean)
+                _check_finite(iteration, {"pl": pl["total"]}, run_dir)
+                total = total + pl["total"]
+                pl_mean = pl["new_mean"].detach()
+                terms["pl"] = pl["pl"].item()
+            total.backward()
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+            if opt_e is not None:
+                opt_e.step()
+                opt_e.zero_grad(set_to_none=True)
+            _ema_update(ema, model, config.ema_decay)
+            iteration += 1
+            terms.update({k: v.item() for k, v in g_terms.items() if k != "total"})
+            terms["g_total"] = g_terms["total"].item()
+            bar.update(1)
+
+            if rank == 0 and (iteration % config.log_every == 0 or iteration == total_iters):
+                now = time.perf_counter()
+                sec = (now - t_last) / max(1, iteration - it_last)
+                t_last, it_last = now, iteration
+                record = {"iteration": iteration, "z_pass": bool(z_pass), **terms, "sec_per_iter": sec,
+                          "images_per_sec": config.batch_size / sec}
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix({k: f"{terms[k]:.3f}" for k in ("d_adv", "g_total", "img_l1") if k in terms})
+                for cb in callbacks or []:
+                    cb(iteration, record)
+            if rank == 0 and (iteration % config.sample_every == 0 or iteration == total_iters):
+                _write_samples(ema, grid_x, grid_probs, grid_z, grid_noise, run_dir / "samples" / f"iter-{iteration:07d}.png")
+            if iteration % config.checkpoint_every == 0 or stop["signal"] is not None:
+                write_checkpoint(iteration)
+            if stop["signal"] is not None:
+                print(f"stopped by {stop['signal']} at iteration {iteration}; checkpoint written, "
+                      f"re-run the same command to resume")
+                break
+    finally:
+        bar.close()
+        _restore_handlers(handlers)
+
+    if rank == 0 and iteration >= total_iters:
+        write_checkpoint(iteration)
+        metadata["finished_iteration"] = iteration
+        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        save_checkpoint(final, {"config": full_config, "ema": ema.state_dict(), "metadata": json.dumps(metadata)})
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run_dir, iteration, ema, metadata)
+
+
+def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu") -> TrainResult:
+    """Load a finished model's EMA networks (eval mode, gradients off)."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / FINAL, map_location="cpu")
+    arch = {k: state["config"][k] for k in ARCH_KEYS}
+    model = build_model(arch)
+    model.load_state_dict(state["ema"])
+    model.to(device).eval().requires_grad_(False)
+    metadata = json.loads(state["metadata"])
+    return TrainResult(run_dir, int(metadata.get("finished_iteration", 0)), model, metadata)
+
+
+def train_profile_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto",
+                        force: bool = False, progress: bool | None = None, iterations: int | None = None,
+                        callbacks=None) -> TrainResult:
+    """Train one model of a profile, with the task's trained classifier (which must exist)."""
+    from repro.classifier import load_classifier
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    clf_dir = profile.run_dir(task.name, "classifier")
+    if not (clf_dir / "classifier.pt").exists():
+        raise FileNotFoundError(f"no trained classifier in {clf_dir}; run "
+                                f"`python -m repro train-classifier --profile {profile.name} --task {task.name}` first")
+    classifier = load_classifier(clf_dir).model
+    return train_stylex(mode, task.stylex_data, profile.stylex, classifier, profile.run_dir(task.name, mode),
+                        device=device, force=force, progress=progress, iterations=iterations, callbacks=callbacks)
+
+
+# ---------------------------------------------------------------------------------------------
+# safety helpers
+
+def _check_writable(run_dir: Path, need_bytes: int = 50_000_000) -> None:
+    """Fail before training, not after an hour, when the run directory can't take checkpoints."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"run directory {run_dir} is not writable ({err}); choose another "
+                              f"with --run-root") from None
+    free = os.statvfs(run_dir).f_bavail * os.statvfs(run_dir).f_frsize
+    if free < need_bytes:
+        raise OSError(f"run directory {run_dir} has only {free / 1e6:.0f} MB free; checkpoints need "
+                      f"at least {need_bytes / 1e6:.0f} MB. Free space or choose another --run-root")
+
+
+def _weights_finite(*modules: nn.Module) -> torch.Tensor:
+    ok = all(torch.isfinite(p).all() for m in modules for p in m.parameters())
+    return torch.tensor(0.0 if ok else float("nan"))
+
+
+def _check_finite(iteration: int, terms: dict[str, torch.Tensor], run_dir: Path) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            ckpts = _checkpoints(run_dir)
+            last = ckpts[-1] if ckpts else "none yet"
+            raise NonFiniteError(f"non-finite {name} at iteration {iteration}; training stopped. "
+                                 f"Last good checkpoint: {last}. Lower the learning rate or check the data.")
+
+
+def _install_stop_handlers(stop: dict[str, Any]) -> dict[int, Any]:
+    """SIGINT/SIGTERM ask the loop to write a checkpoint and stop after the current iteration."""
+    def handler(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. some notebook runners)
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+@torch.no_grad()
+def _write_samples(ema: StylExModel, x: torch.Tensor, probs: torch.Tensor, z: torch.Tensor,
+                   noise: list[torch.Tensor], path: Path) -> None:
+    """Originals over EMA reconstructions (StylEx modes) or EMA samples (stylegan2)."""
+    from repro.figures import save_image_grid
+
+    if ema.encoder is not None:
+        rec = ema.generator(ema.encode(x, probs), noise)
+        images = torch.cat([x, rec])
+    else:
+        images = ema.generator(ema.sample_w(z), noise)
+    save_image_grid(images, path, nrow=len(x), scale=2)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Regenerate the whole report: set up if needed, then execute notebooks/NN_*.py in order with
+# papermill for one profile.
+#
+#   bash run_all.sh                          # the embedded synthetic default (CPU)
+#   bash run_all.sh --profile quick          # minutes: what CI runs
+#   bash run_all.sh --profile paper-afhq --data-root /data   # real data, a GPU
+#   options: --force (retrain / recompute every stage), --device cpu|cuda, --only 03 (one notebook),
+#            --no-setup (use the current environment as it is)
+#
+# Finished stages (trained checkpoints, AttFind results) are reused on a re-run unless --force;
+# a stage interrupted half-way has no completion marker and is redone.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+profile=default data_root="" force=False device=auto only="" setup=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --data-root) data_root="$2"; shift 2 ;;
+        --device) device="$2"; shift 2 ;;
+        --only) only="$2"; shift 2 ;;
+        --force) force=True; shift ;;
+        --no-setup) setup=0; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $setup == 1 ]]; then
+    t0=$SECONDS
+    source scripts/env.sh
+    repro_ensure_env
+    echo "[setup] $((SECONDS - t0)) s"
+fi
+python -c "from repro.config import get_profile; get_profile('$profile')" || exit 2
+
+# The default profile's executed notebooks are the committed report; other profiles' go to runs/.
+if [[ $profile == default ]]; then out_dir=notebooks; else out_dir="runs/$profile/notebooks"; fi
+mkdir -p "$out_dir" figures
+export REPRO_PROGRESS=0 PYTHONHASHSEED=0
+
+total=$SECONDS
+for src in notebooks/[0-9][0-9]_*.py; do
+    name="$(basename "$src" .py)"
+    [[ -n $only && $name != "$only"* ]] && continue
+    t0=$SECONDS
+    echo "[report] $name (profile $profile)"
+    tmp="$out_dir/.$name.input.ipynb"
+    python -m jupytext --quiet --to ipynb --output "$tmp" "$src"
+    if ! python -m papermill "$tmp" "$out_dir/$name.ipynb" -k python3 --language python \
+            -p profile "$profile" -p data_root "$data_root" -p device "$device" -p force "$force" \
+            --log-level WARNING --no-progress-bar; then
+        rm -f "$tmp"
+        echo "[report] FAILED in $name: the failing cell and its traceback are in $out_dir/$name.ipynb" >&2
+        exit 1
+    fi
+    rm -f "$tmp"
+    echo "[report] $name done in $((SECONDS - t0)) s"
+done
+echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks in $out_dir/, figures in figures/"
