@@ -76,11 +76,19 @@ def cmd_render_synthetic(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_readme(args: argparse.Namespace) -> None:
+    from repro.report import update_readme
+
+    changed = update_readme(args.readme, args.figures)
+    print(f"README sections updated from {args.figures}/: {', '.join(changed) or 'none'}")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "profiles": (cmd_profiles, "list the named profiles, or print one as JSON"),
     "train-classifier": (cmd_train_classifier, "train the MobileNetV2 classifier of each task"),
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
     "render-synthetic": (cmd_render_synthetic, "write a grid of synthetic faces to a PNG"),
+    "readme": (cmd_readme, "copy the tables the default report wrote under figures/ into README.md"),
 }
 
 
@@ -92,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "profiles":
             p.add_argument("--show", default=None, choices=list(PROFILES), help="print one profile as JSON")
+        elif name == "readme":
+            p.add_argument("--readme", default="README.md")
+            p.add_argument("--figures", default="figures")
         elif name == "render-synthetic":
             p.add_argument("--n", type=int, default=32, help="number of faces")
             p.add_argument("--size", type=int, default=64, help="pixels (power of two, 32..256)")

@@ -94,7 +94,7 @@ def test_malicious_checkpoint_runs_no_code(tmp_path):
 
 def test_config_mismatch_names_the_fields(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"config": {"mode": "stylex", "resolution": 32, "channels": 64}})
-    with pytest.raises(CheckpointError, match=r"resolution: expected 64, found 32[\s\S]*channels: expected 128"):
+    with pytest.raises(CheckpointError, match=r"channels: expected 128, found 64\n  resolution: expected 64, found 32"):
         load_checkpoint(path, expected_config={"mode": "stylex", "resolution": 64, "channels": 128})
 
 
@@ -141,7 +141,7 @@ def test_train_classifier_writes_and_reuses_its_run(tmp_path):
     assert again.metrics == run.metrics  # reused, not retrained
     loaded = load_classifier(tmp_path / "clf")
     x = torch.zeros(2, 3, 32, 32)
-    assert torch.equal(loaded.model(x), run.model(x))
+    assert torch.allclose(loaded.model(x), run.model(x), atol=1e-5)  # channels_last vs default layout
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -1,0 +1,737 @@
+"""AttFind: the StyleSpace coordinates that move a classifier (Lang et al. 2021, section 5 of the spec).
+
+The algorithm has two halves with very different costs:
+
+1. **Effects** (expensive, :func:`compute_effects`): for every image ``n``, every StyleSpace
+   coordinate ``i`` and both directions ``d`` (0: to the coordinate's minimum over the images,
+   1: to its maximum), render the image with ``s_i <- s_i + shift * (target - s_i)``, classify it
+   and record the change of both logits. That is ``N x 2S`` renders. The fast path takes the
+   synthesis state at the input of layer ``l`` once per image and resumes from it for all the
+   edits of layer ``l`` in large batches, so the early layers are never recomputed;
+   :func:`compute_effects_reference` is the plain one-render-per-edit loop it is tested against.
+2. **Selection** (cheap, :func:`run_attfind`): the authors' notebook semantics on the effect
+   tensor: drop unstable images, greedily pick coordinates per class with soft image removal,
+   combine the two classes into one ranked list of ``(direction, index)`` pairs that reads as
+   "directions that move class 1 to class 0" (apply the other direction to move class 0 to 1).
+
+Every render uses the fixed per-image noise it is given; images are clamped to [-1, 1] before
+the classifier, as the authors' ``call_synthesis`` does.
+
+Typical use::
+
+    conv, rgb = G.styles(w)
+    smin, smax = style_range(flatten_styles(conv))
+    effects = compute_effects(G, classifier, conv, rgb, noise, smin, smax)
+    attributes = run_attfind(effects, PRESETS["authors"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from repro.utils import progress_enabled, tqdm
+
+VARIANTS = ("two-class", "one-vs-all", "image-fraction")
+
+# check(effect [N, 2, S, 2] after the unstable filter, class_index, index, image_indices) -> keep?
+CoordinateCheck = Callable[[np.ndarray, int, int, np.ndarray], bool]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+@dataclass
+class AttFindConfig:
+    """The selection half of AttFind (the effect tensor does not depend on it, except shift_size).
+
+    Parameters:
+        num_indices: coordinates selected per class (the authors' notebook: 8; the replication: 10).
+        effect_threshold: logit change that counts as an effect; sets the default image cap.
+        max_image_effect: an image leaves the greedy pool once the summed positive effect of the
+            coordinates already selected reaches this; None means ``5 * effect_threshold``.
+        unstable_threshold: |effect| above which an entry counts towards instability.
+        unstable_max_count: an image with more such entries than this is zeroed out.
+        shift_size: s_i <- s_i + shift_size * (target - s_i) when effects are computed.
+        variant: ``two-class`` (the notebook's "combined" cell), ``one-vs-all`` (its one-vs-all
+            cell, threshold 0.1 there) or ``image-fraction`` (its
+            ``find_significant_styles_image_fraction``); see :func:`run_attfind`.
+        min_changed_images_fraction: ``image-fraction`` only: a coordinate must move at least this
+            fraction of the images by more than ``effect_threshold``.
+        discriminator_threshold: if set, reject a coordinate whose edit moves the discriminator's
+            output by more than this (the notebook used 0.2); needs a check, see
+            :func:`make_discriminator_check`.
+    """
+
+    num_indices: int = 8
+    effect_threshold: float = 0.2
+    max_image_effect: float | None = None
+    unstable_threshold: float = 2.0
+    unstable_max_count: int = 750
+    shift_size: float = 1.0
+    variant: str = "two-class"
+    min_changed_images_fraction: float = 0.03
+    discriminator_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown AttFind variant {self.variant!r}; choose one of {VARIANTS}")
+        if self.num_indices < 1:
+            raise ValueError(f"num_indices must be >= 1, got {self.num_indices}")
+
+    @property
+    def image_effect_cap(self) -> float:
+        """``max_image_effect``, defaulting to 5 x ``effect_threshold`` as in the notebook."""
+        return 5 * self.effect_threshold if self.max_image_effect is None else self.max_image_effect
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, AttFindConfig] = {
+    "authors": AttFindConfig(),
+    "replication": AttFindConfig(num_indices=10, effect_threshold=0.5),
+    "authors-one-vs-all": AttFindConfig(variant="one-vs-all", effect_threshold=0.1),
+    "authors-image-fraction": AttFindConfig(variant="image-fraction"),
+}
+
+
+def get_preset(name: str) -> AttFindConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown AttFind preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+@dataclass
+class Attributes:
+    """A ranked list of StyleSpace edits, the common output of AttFind and the baselines.
+
+    Convention: ``coords[r] = (direction, index)`` moves an image from class 1 towards class 0
+    (direction 0: set the coordinate to its minimum, 1: to its maximum); to move class 0 towards
+    class 1 apply ``1 - direction``. The flip rate relies on this.
+
+    Parameters:
+        method: ``attfind``, ``wu`` or ``random`` (free text for others).
+        coords: ranked ``(direction, flat StyleSpace index)`` pairs, best first.
+        scores: the ranking score of each pair (AttFind two-class: mean(effect[:, d, i, 0]) +
+            mean(effect[:, 1-d, i, 1]) over all images; see each method's docstring).
+        mean_effect: per pair ``(e0, e1)``: e0 = mean over all images of the class-0 logit change
+            when applying ``d``, e1 = that of the class-1 logit when applying ``1 - d``; so each
+            is the mean effect on one class's logit of moving towards that class. None if unknown.
+        layers / channels: the conv layer and channel of each index (None if unknown).
+        config: the settings that produced the list.
+        details: method-specific extras (per-class selections, unstable images, ...).
+    """
+
+    method: str
+    coords: list[tuple[int, int]]
+    scores: list[float]
+    mean_effect: list[tuple[float, float]] | None = None
+    layers: list[int] | None = None
+    channels: list[int] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.coords = [(int(d), int(i)) for d, i in self.coords]
+        if len(self.scores) != len(self.coords):
+            raise ValueError(f"{len(self.coords)} coords but {len(self.scores)} scores")
+        for name in ("mean_effect", "layers", "channels"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.coords):
+                raise ValueError(f"{name} has {len(value)} entries for {len(self.coords)} coords")
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def directions(self) -> list[int]:
+        return [d for d, _ in self.coords]
+
+    @property
+    def indices(self) -> list[int]:
+        return [i for _, i in self.coords]
+
+    def top(self, k: int) -> list[tuple[int, int]]:
+        return self.coords[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "coords": [[d, i] for d, i in self.coords],
+            "scores": [_finite_or_none(s) for s in self.scores],
+            "mean_effect": None if self.mean_effect is None else [[_finite_or_none(a), _finite_or_none(b)]
+                                                                  for a, b in self.mean_effect],
+            "layers": self.layers,
+            "channels": self.channels,
+            "config": self.config,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Attributes":
+        mean_effect = data.get("mean_effect")
+        return cls(
+            method=data["method"],
+            coords=[(int(d), int(i)) for d, i in data["coords"]],
+            scores=[math.nan if s is None else float(s) for s in data["scores"]],
+            mean_effect=None if mean_effect is None else [
+                (math.nan if a is None else float(a), math.nan if b is None else float(b)) for a, b in mean_effect],
+            layers=data.get("layers"),
+            channels=data.get("channels"),
+            config=dict(data.get("config") or {}),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass
+class EffectResult:
+    """The effect tensor and what it was computed from.
+
+    Parameters:
+        effect: float32 CPU tensor [N, 2, S, 2]; ``effect[n, d, i, c]`` is the change of logit ``c``
+            of image ``n`` when StyleSpace coordinate ``i`` (flat index over the conv layers'
+            styles, layer-major: see ``style_dims``) is moved towards its minimum (``d = 0``) or
+            maximum (``d = 1``) over the N images: ``s_i <- s_i + shift_size * (target - s_i)``.
+            Same layout as the authors' ``style_change_effect``. Coordinates not computed are 0.
+        base_logits: float32 CPU tensor [N, 2], the classifier's logits on the unedited renders.
+        style_dims: channels of each conv layer (flat index ``i`` belongs to the layer whose
+            cumulative range contains it).
+        style_min / style_max: [S] the targets used.
+        computed: bool [S], which coordinates were computed (all unless ``coords`` was given).
+        shift_size: the shift used.
+    """
+
+    effect: torch.Tensor
+    base_logits: torch.Tensor
+    style_dims: list[int] | None = None
+    style_min: torch.Tensor | None = None
+    style_max: torch.Tensor | None = None
+    computed: torch.Tensor | None = None
+    shift_size: float = 1.0
+
+    def __post_init__(self) -> None:
+        n, two, s, c = self.effect.shape
+        if two != 2 or c != 2:
+            raise ValueError(f"effect must be [N, 2, S, 2], got {tuple(self.effect.shape)}")
+        if tuple(self.base_logits.shape) != (n, 2):
+            raise ValueError(f"base_logits must be [{n}, 2], got {tuple(self.base_logits.shape)}")
+        if self.style_dims is not None and sum(self.style_dims) != s:
+            raise ValueError(f"style_dims sum to {sum(self.style_dims)} but effect has S = {s}")
+
+    @property
+    def num_images(self) -> int:
+        return self.effect.shape[0]
+
+    @property
+    def num_styles(self) -> int:
+        return self.effect.shape[2]
+
+    def save(self, path: str | Path) -> Path:
+        """Write as a dict of tensors and plain values (loadable with ``weights_only=True``), atomically."""
+        import os
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EffectResult":
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+def style_range(conv_styles_flat: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate (min, max) over images of [N, S] styles (a per-layer list is flattened first)."""
+    flat = torch.cat(list(conv_styles_flat), 1) if isinstance(conv_styles_flat, (list, tuple)) else conv_styles_flat
+    if flat.ndim != 2:
+        raise ValueError(f"expected [N, S] styles, got {tuple(flat.shape)}")
+    return flat.min(0).values, flat.max(0).values
+
+
+def decode_index(flat_index: int, style_dims: Sequence[int]) -> tuple[int, int]:
+    """Flat StyleSpace index -> (conv layer, channel)."""
+    bounds = np.cumsum([0, *style_dims])
+    if not 0 <= flat_index < bounds[-1]:
+        raise IndexError(f"style index {flat_index} outside [0, {bounds[-1]})")
+    layer = int(np.searchsorted(bounds, flat_index, side="right") - 1)
+    return layer, int(flat_index - bounds[layer])
+
+
+def _finite_or_none(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for the block (BatchNorm must not see edit batches), then restore."""
+    previous = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, previous):
+            m.train(was)
+
+
+def classify(classifier: nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """float32 logits of images clamped to [-1, 1] (as the authors' synthesis output is)."""
+    return classifier(img.clamp(-1.0, 1.0).contiguous()).float()
+
+
+def _prepare_inputs(G: nn.Module, conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
+                    noise: Sequence[torch.Tensor] | None) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                  list[torch.Tensor], torch.device]:
+    device = _device_of(G)
+    conv = [c.to(device) for c in conv_styles]
+    rgb = [r.to(device) for r in rgb_styles]
+    n = conv[0].shape[0]
+    if any(c.ndim != 2 or c.shape[0] != n for c in conv):
+        raise ValueError(f"conv styles must be [N, C_l] with one N, got {[tuple(c.shape) for c in conv]}")
+    if hasattr(G, "style_dims") and [c.shape[1] for c in conv] != list(G.style_dims):
+        raise ValueError(f"conv styles have dims {[c.shape[1] for c in conv]}, the generator {list(G.style_dims)}")
+    if noise is None:
+        noise_t = [t.to(device) for t in G.zero_noise(n, device=device)]
+    else:
+        noise_t = [t.to(device) for t in noise]
+        if any(t.shape[0] != n for t in noise_t):
+            raise ValueError(f"need one fixed noise per image ({n}); got batch sizes {[t.shape[0] for t in noise_t]}")
+    return conv, rgb, noise_t, device
+
+
+def _coordinate_mask(coords: Iterable[int] | None, num_styles: int) -> torch.Tensor:
+    mask = torch.zeros(num_styles, dtype=torch.bool)
+    if coords is None:
+        mask[:] = True
+    else:
+        idx = torch.as_tensor(list(coords), dtype=torch.long)
+        if idx.numel() and (idx.min() < 0 or idx.max() >= num_styles):
+            raise IndexError(f"coords must lie in [0, {num_styles})")
+        mask[idx] = True
+    return mask
+
+
+def _flat_targets(style_min: torch.Tensor, style_max: torch.Tensor, num_styles: int,
+                  device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    smin = torch.as_tensor(style_min).reshape(-1).to(device, dtype)
+    smax = torch.as_tensor(style_max).reshape(-1).to(device, dtype)
+    if smin.numel() != num_styles or smax.numel() != num_styles:
+        raise ValueError(f"style_min/style_max must have S = {num_styles} entries, got {smin.numel()} and {smax.numel()}")
+    return smin, smax
+
+
+# ---------------------------------------------------------------------------------------------
+# The effect tensor
+
+def compute_effects(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                    rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                    style_min: torch.Tensor, style_max: torch.Tensor, *, shift_size: float = 1.0,
+                    batch_size: int = 256, coords: Iterable[int] | None = None,
+                    progress: bool | None = True) -> EffectResult:
+    """The AttFind effect tensor, batched (the fast path).
+
+    Args:
+        G: a ``repro.networks.Generator`` (anything with ``synthesis(conv, rgb, noise, start_layer=,
+            state=, return_states=)`` whose states support ``.index(idx)``).
+        classifier: images in [-1, 1] -> logits [B, 2].
+        conv_styles / rgb_styles: per layer [N, C_l] styles of the N images (``G.styles(w)``).
+        noise: per conv layer [N, ...] fixed noise, one per image (None: zero noise).
+        style_min / style_max: [S] edit targets (usually :func:`style_range` of these images).
+        shift_size: s_i <- s_i + shift_size * (target - s_i).
+        batch_size: renders per synthesis call.
+        coords: flat indices to compute (default: all); the others stay 0 in the result.
+        progress: tqdm bar over images x layers (None: the REPRO_PROGRESS default).
+
+    Returns:
+        :class:`EffectResult` whose ``effect[n, d, i, c]`` (float32, CPU, [N, 2, S, 2]) is
+        logits_c(render with s_i moved towards min (d=0) / max (d=1)) - base_logits[n, c].
+
+    How: for a chunk of images, one full render records the synthesis state at the input of
+    every conv layer. Each edit of a coordinate in layer ``l`` leaves layers < l untouched, so
+    its render resumes from that state: the batch holds, for every image of the chunk, both
+    directions of every selected coordinate of layer ``l`` (state and noise are gathered per
+    row), and only layers >= l are run. Images are chunked so one layer's edits fill a batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    n_images = conv[0].shape[0]
+    dims = [c.shape[1] for c in conv]
+    num_styles = sum(dims)
+    offsets = np.cumsum([0, *dims])
+    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
+    computed = _coordinate_mask(coords, num_styles)
+    layer_channels = [torch.nonzero(computed[offsets[l]:offsets[l + 1]]).flatten().to(device)
+                      for l in range(len(dims))]
+    max_rows = max(2 * len(ch) for ch in layer_channels)
+    image_chunk = max(1, min(n_images, batch_size // max(1, max_rows)))
+
+    effect = torch.zeros(n_images, 2, num_styles, 2, device=device)  # filled on the device, copied once
+    base_logits = torch.zeros(n_images, 2, device=device)
+    bar = tqdm(total=n_images * len(dims), desc="AttFind effects", unit="img-layer",
+               enabled=progress_enabled(progress))
+    with _eval_mode(G, classifier), torch.inference_mode():
+        for start in range(0, n_images, image_chunk):
+            stop = min(start + image_chunk, n_images)
+            conv_c, rgb_c = [c[start:stop] for c in conv], [r[start:stop] for r in rgb]
+            noise_c = [t[start:stop] for t in noise_t]
+            img, states = G.synthesis(conv_c, rgb_c, noise_c, return_states=True)
+            base_c = classify(classifier, img)
+            base_logits[start:stop] = base_c
+            for layer, channels in enumerate(layer_channels):
+                m = len(channels)
+                rows_total = (stop - start) * 2 * m
+                for r0 in range(0, rows_total, batch_size):
+                    rows = torch.arange(r0, min(rows_total, r0 + batch_size), device=device)
+                    img_i = rows // (2 * m)
+                    direction = (rows % (2 * m)) // m
+                    channel = channels[rows % m]
+                    flat = channel + int(offsets[layer])
+                    # layers before `layer` are not run when resuming: pass them ungathered
+                    styles = [c[img_i] if j >= layer else c for j, c in enumerate(conv_c)]
+                    s = styles[layer]
+                    ar = torch.arange(len(rows), device=device)
+                    current = s[ar, channel]
+                    target = torch.where(direction == 0, smin[flat], smax[flat])
+                    s[ar, channel] = current + shift_size * (target - current)
+                    out = G.synthesis(styles, [r[img_i] for r in rgb_c], [t[img_i] if j >= layer else t for j, t in enumerate(noise_c)],
+                                      start_layer=layer,
+                                      state=None if layer == 0 else states[layer].index(img_i))
+                    effect[img_i + start, direction, flat] = classify(classifier, out) - base_c[img_i]
+                bar.update(stop - start)
+    bar.close()
+    return EffectResult(effect.cpu().clone(), base_logits.cpu().clone(), dims, smin.float().cpu().clone(),
+                        smax.float().cpu().clone(), computed, float(shift_size))
+
+
+def compute_effects_reference(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                              rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                              style_min: torch.Tensor, style_max: torch.Tensor, *, shift_size: float = 1.0,
+                              batch_size: int = 256, coords: Iterable[int] | None = None,
+                              progress: bool | None = True) -> EffectResult:
+    """Same contract as :func:`compute_effects`, computed the plain way: one full render per edit.
+
+    A Python loop over images, coordinates and directions, each a batch-1 render from the
+    first layer. It is the parity reference for the fast path and the benchmark's baseline;
+    ``batch_size`` is accepted for signature compatibility and ignored.
+    """
+    del batch_size
+    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    n_images = conv[0].shape[0]
+    dims = [c.shape[1] for c in conv]
+    num_styles = sum(dims)
+    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
+    computed = _coordinate_mask(coords, num_styles)
+    flat_indices = torch.nonzero(computed).flatten().tolist()
+
+    effect = torch.zeros(n_images, 2, num_styles, 2)
+    base_logits = torch.zeros(n_images, 2)
+    bar = tqdm(total=n_images * len(flat_indices), desc="AttFind effects (reference)", unit="coord",
+               enabled=progress_enabled(progress))
+    with _eval_mode(G, classifier), torch.inference_mode():
+        for n in range(n_images):
+            conv_n, rgb_n = [c[n:n + 1] for c in conv], [r[n:n + 1] for r in rgb]
+            noise_n = [t[n:n + 1] for t in noise_t]
+            base = classify(classifier, G.synthesis(conv_n, rgb_n, noise_n))[0]
+            base_logits[n] = base.cpu()
+            for flat in flat_indices:
+                layer, channel = decode_index(flat, dims)
+                for direction, target in ((0, smin[flat]), (1, smax[flat])):
+                    styles = [c.clone() for c in conv_n]
+                    current = styles[layer][0, channel]
+                    styles[layer][0, channel] = current + shift_size * (target - current)
+                    logits = classify(classifier, G.synthesis(styles, rgb_n, noise_n))[0]
+                    effect[n, direction, flat] = (logits - base).cpu()
+                bar.update(1)
+    bar.close()
+    return EffectResult(effect.clone(), base_logits.clone(), dims, smin.float().cpu().clone(),
+                        smax.float().cpu().clone(), computed, float(shift_size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection (the authors' notebook semantics)
+
+def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def filter_unstable(effect: torch.Tensor | np.ndarray, threshold: float = 2.0,
+                    max_count: int = 750) -> tuple[np.ndarray, np.ndarray]:
+    """Zero out images whose classifier reacts to too many edits (spec step 3).
+
+    An image with more than ``max_count`` entries where |effect| > ``threshold`` (over both
+    directions, all coordinates and both logits) is unstable. Returns (a float64 copy of the
+    effect with those images zeroed, bool mask [N] of the unstable images). Zeroed images stay
+    in the tensor, so they still count in the means of later steps, as in the notebook.
+    """
+    eff = _as_numpy(effect).copy()
+    if eff.ndim != 4 or eff.shape[1] != 2 or eff.shape[3] != 2:
+        raise ValueError(f"effect must be [N, 2, S, 2], got {eff.shape}")
+    unstable = (np.abs(eff) > threshold).sum(axis=(1, 2, 3)) > max_count
+    eff[unstable] = 0
+    return eff, unstable
+
+
+def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, cap: float,
+            check: CoordinateCheck | None) -> tuple[list[int], list[float]]:
+    """Spec step 5 on the given images; returns flat picks into [2S] and each pick's mean gain.
+
+    Deviations only where the notebook degenerates: it stops when no image is left under the
+    cap (the notebook would take the mean of an empty set, get NaN and return index 0; the
+    paper's Algorithm 1 stops when the image set is empty) or when no remaining coordinate has a
+    positive mean effect (the notebook would return index 0 again); and already picked or
+    rejected columns are masked rather than only zeroed, which selects the same column whenever
+    the maximum is positive. The notebook's ``if sindex == 0: break`` guard is therefore moot.
+    """
+    num_styles = effect.shape[2]
+    E = np.maximum(0.0, effect[images, :, :, cls].reshape(len(images), 2 * num_styles))
+    images_effect = np.zeros(len(images))
+    available = np.ones(2 * num_styles, dtype=bool)
+    picks: list[int] = []
+    gains: list[float] = []
+    while len(picks) < num_indices and available.any():
+        remaining = images_effect < cap
+        if not remaining.any():
+            break
+        means = E[remaining].mean(axis=0)
+        means[~available] = -np.inf
+        nxt = int(np.argmax(means))
+        if not means[nxt] > 0:
+            break
+        available[nxt] = False
+        if check is not None and not check(effect, cls, nxt % num_styles, images):
+            E[:, nxt] = 0
+            continue
+        picks.append(nxt)
+        gains.append(float(means[nxt]))
+        images_effect += E[:, nxt]
+        E[:, nxt] = 0
+    return picks, gains
+
+
+def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: AttFindConfig,
+                    check: CoordinateCheck | None) -> tuple[list[int], list[float]]:
+    """The notebook's ``find_significant_styles_image_fraction`` on the given images.
+
+    Counts, per (direction, coordinate), the images whose class-``cls`` logit rises by more than
+    ``effect_threshold``; walks the 2 x ``num_indices`` highest counts, stops at the first count
+    below ``min_changed_images_fraction`` x (number of images), skips coordinates the check
+    rejects. Ties in the count go to the higher flat index (the notebook's reversed argsort,
+    made stable). The "gain" reported is the fraction of images moved.
+    """
+    num_styles = effect.shape[2]
+    if len(images) == 0:
+        return [], []
+    counts = (effect[images, :, :, cls] > config.effect_threshold).sum(axis=0).reshape(-1)
+    order = np.argsort(counts, kind="stable")[::-1]
+    picks: list[int] = []
+    gains: list[float] = []
+    for flat in order[:2 * config.num_indices]:
+        if counts[flat] < config.min_changed_images_fraction * len(images):
+            break
+        if check is not None and not check(effect, cls, int(flat) % num_styles, images):
+            continue
+        picks.append(int(flat))
+        gains.append(float(counts[flat]) / len(images))
+        if len(picks) == config.num_indices:
+            break
+    return picks, gains
+
+
+def _select(effect: np.ndarray, base_logits: np.ndarray, cls: int, config: AttFindConfig,
+            images: np.ndarray | None, check: CoordinateCheck | None) -> tuple[list[tuple[int, int]], list[float]]:
+    num_styles = effect.shape[2]
+    if images is None:
+        images = np.nonzero(np.argmax(base_logits, axis=1) == 1 - cls)[0]
+    if config.variant == "image-fraction":
+        picks, gains = _image_fraction(effect, images, cls, config, check)
+    else:
+        picks, gains = _greedy(effect, images, cls, config.num_indices, config.image_effect_cap, check)
+    return [(p // num_styles, p % num_styles) for p in picks], gains
+
+
+def select_class(effect: torch.Tensor | np.ndarray, base_logits: torch.Tensor | np.ndarray, cls: int,
+                 config: AttFindConfig, *, images: np.ndarray | None = None,
+                 check: CoordinateCheck | None = None) -> list[tuple[int, int]]:
+    """Coordinates that raise class ``cls``'s logit, found on the images predicted as the other class.
+
+    Spec steps 4-5 (the notebook's ``find_significant_styles``): E = max(0, effect[:, :, :, cls])
+    as [n, 2S] over the images whose argmax(base_logits) is ``1 - cls`` (or ``images``, given as
+    indices); greedy: the column with the highest mean of E over the images whose accumulated
+    effect is still below ``config.image_effect_cap`` is taken, its column is added to every
+    image's accumulated effect and zeroed. A flat pick ``p`` decodes as (direction = p // S,
+    index = p % S). The ``image-fraction`` variant swaps in :func:`_image_fraction`. Pass the
+    effect after :func:`filter_unstable`. ``check`` (e.g. :func:`make_discriminator_check`)
+    can veto a coordinate.
+    """
+    eff = _as_numpy(effect)
+    return _select(eff, _as_numpy(base_logits), cls, config, images, check)[0]
+
+
+def pair_scores(effect: torch.Tensor | np.ndarray, pairs: Sequence[tuple[int, int]]) -> list[float]:
+    """Spec step 6 score of each (direction, index): mean(effect[:, d, i, 0]) + mean(effect[:, 1-d, i, 1])."""
+    eff = _as_numpy(effect)
+    return [float(eff[:, d, i, 0].mean() + eff[:, 1 - d, i, 1].mean()) for d, i in pairs]
+
+
+def combine(effect: torch.Tensor | np.ndarray, sel0: Sequence[tuple[int, int]],
+            sel1: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spec step 6: one ranked list of directions that move class 1 to class 0.
+
+    ``sel0`` raises class 0 (found on class-1 images), ``sel1`` raises class 1 (found on class-0
+    images). Class-1 pairs get their direction flipped (moving away from class 1) and are dropped
+    if their index is already in class 0's list; the joined list (flipped class-1 pairs first, as
+    the notebook builds it) is ranked by :func:`pair_scores` over all images, highest first.
+    Ties keep the notebook's reversed-argsort order (the later entry first), made deterministic.
+    """
+    index0 = {i for _, i in sel0}
+    joined = [(1 - d, i) for d, i in sel1 if i not in index0] + [(d, i) for d, i in sel0]
+    scores = pair_scores(effect, joined)
+    order = np.argsort(np.asarray(scores), kind="stable")[::-1]
+    return [joined[o] for o in order]
+
+
+def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None, *,
+                check: CoordinateCheck | None = None) -> Attributes:
+    """AttFind's selection half on a computed effect tensor.
+
+    Variants (``config.variant``):
+        two-class: the notebook's "combined" cell: unstable filter, greedy per class
+            (:func:`select_class` for class 0 and 1), :func:`combine`. Scores: :func:`pair_scores`.
+        one-vs-all: the notebook's one-vs-all cell with ``class_index_to = 0`` and
+            ``split_by_class = False``: the greedy for class 0 over *all* images (both predicted
+            classes) with the cap 5 x ``effect_threshold`` (0.1 in that cell: preset
+            ``authors-one-vs-all``); no combination step, so the list keeps the greedy order and
+            the scores are each pick's mean gain. It reads "directions that move any image
+            towards class 0", the same convention as two-class.
+        image-fraction: the notebook's ``find_significant_styles_image_fraction`` (defined there
+            as a drop-in for the greedy, though no cell calls it) used per class in place of the
+            greedy, then combined and scored as two-class.
+
+    The discriminator filter is on when ``config.discriminator_threshold`` is set; pass the
+    ``check`` made by :func:`make_discriminator_check` with that threshold.
+    """
+    config = config or AttFindConfig()
+    if config.discriminator_threshold is not None and check is None:
+        raise ValueError("config.discriminator_threshold is set: pass check=make_discriminator_check(...)")
+    effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, config.unstable_max_count)
+    base = _as_numpy(effect_result.base_logits)
+    labels = np.argmax(base, axis=1)
+    details: dict[str, Any] = {
+        "num_images": int(effect.shape[0]),
+        "images_per_class": [int((labels == 0).sum()), int((labels == 1).sum())],
+        "unstable_images": np.nonzero(unstable)[0].tolist(),
+    }
+    if config.variant == "one-vs-all":
+        pairs, scores = _select(effect, base, 0, config, np.arange(effect.shape[0]), check)
+        details["class_0"] = [list(p) for p in pairs]
+    else:
+        sel0, _ = _select(effect, base, 0, config, None, check)
+        sel1, _ = _select(effect, base, 1, config, None, check)
+        pairs = combine(effect, sel0, sel1)
+        scores = pair_scores(effect, pairs)
+        details["class_0"] = [list(p) for p in sel0]
+        details["class_1"] = [list(p) for p in sel1]
+    mean_effect = [(float(effect[:, d, i, 0].mean()), float(effect[:, 1 - d, i, 1].mean())) for d, i in pairs]
+    layers = channels = None
+    if effect_result.style_dims is not None:
+        decoded = [decode_index(i, effect_result.style_dims) for _, i in pairs]
+        layers, channels = [l for l, _ in decoded], [c for _, c in decoded]
+    return Attributes("attfind", pairs, scores, mean_effect, layers, channels, config.to_dict(), details)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional discriminator filter
+
+def discriminator_filter(G: nn.Module, classifier: nn.Module, D: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
+                         noise: Sequence[torch.Tensor] | None, effect: torch.Tensor | np.ndarray, index: int,
+                         style_min: torch.Tensor, style_max: torch.Tensor, class_index: int, *,
+                         image_indices: np.ndarray | None = None, num_images: int = 10, threshold: float = 0.2,
+                         shift_size: float = 2.0, effect_threshold: float = 0.2,
+                         cond_probs: torch.Tensor | None = None) -> bool:
+    """False if editing coordinate ``index`` changes the discriminator's output by more than ``threshold``.
+
+    The notebook's ``discriminator_filter``: for each direction, take (up to ``num_images``) the
+    images among ``image_indices`` whose class-``class_index`` logit rose by more than
+    ``effect_threshold`` (0.2, fixed in the notebook), render them before and after the edit
+    s_i <- s_i + ``shift_size`` * (target - s_i) (shift 2 in the notebook), and compare
+    ``D(image, probs)``: before with ``cond_probs`` (the probabilities the w vectors were
+    conditioned on; default: the classifier's softmax of the base render), after with the
+    classifier's softmax of the edited render. Any |change| > ``threshold`` rejects the
+    coordinate. Renders use the images' fixed noise; ``D`` returns a [B] or [B, 1] logit.
+    """
+    eff = _as_numpy(effect)
+    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    rows = np.arange(eff.shape[0]) if image_indices is None else np.asarray(image_indices)
+    num_styles = eff.shape[2]
+    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
+    layer, channel = decode_index(int(index), [c.shape[1] for c in conv])
+    with _eval_mode(G, classifier), torch.inference_mode():
+        for direction in (0, 1):
+            chosen = rows[eff[rows, direction, index, class_index] > effect_threshold][:num_images]
+            if len(chosen) == 0:
+                continue
+            idx = torch.as_tensor(chosen, dtype=torch.long, device=device)
+            conv_i, rgb_i, noise_i = [c[idx] for c in conv], [r[idx] for r in rgb], [t[idx] for t in noise_t]
+            before = G.synthesis(conv_i, rgb_i, noise_i).clamp(-1, 1)
+            edited = [c.clone() for c in conv_i]
+            target = smin[index] if direction == 0 else smax[index]
+            current = edited[layer][:, channel]
+            edited[layer][:, channel] = current + shift_size * (target - current)
+            after = G.synthesis(edited, rgb_i, noise_i).clamp(-1, 1)
+            probs_before = (torch.softmax(classify(classifier, before), 1) if cond_probs is None
+                            else cond_probs.to(device)[idx])
+            probs_after = torch.softmax(classify(classifier, after), 1)
+            d_before = D(before, probs_before).float().reshape(len(idx), -1)[:, 0]
+            d_after = D(after, probs_after).float().reshape(len(idx), -1)[:, 0]
+            if ((d_before - d_after).abs() > threshold).any():
+                return False
+    return True
+
+
+def make_discriminator_check(G: nn.Module, classifier: nn.Module, D: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                             conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
+                             noise: Sequence[torch.Tensor] | None, style_min: torch.Tensor,
+                             style_max: torch.Tensor, *, threshold: float = 0.2,
+                             cond_probs: torch.Tensor | None = None, **kwargs: Any) -> CoordinateCheck:
+    """A ``check`` for :func:`run_attfind` / :func:`select_class` that applies :func:`discriminator_filter`.
+
+    The styles, noise and ``cond_probs`` must be those of the images the effect tensor was
+    computed on (same order). Extra keyword arguments go to :func:`discriminator_filter`.
+    """
+    def check(effect: np.ndarray, class_index: int, index: int, image_indices: np.ndarray) -> bool:
+        return discriminator_filter(G, classifier, D, conv_styles, rgb_styles, noise, effect, index,
+                                    style_min, style_max, class_index, image_indices=image_indices,
+                                    threshold=threshold, cond_probs=cond_probs, **kwargs)
+    return check

@@ -1,0 +1,134 @@
+"""Explaining one trained model: AttFind, the Wu et al. and random baselines, and their flip rates.
+
+``explain_model`` is what notebooks 04-06 and ``python -m repro explain`` call. Per model it
+
+1. takes the AttFind images (the validation split, encoded; or samples of a StyleGAN2) and
+   disjoint **held-out** evaluation images (the test split; or samples from another seed),
+   each with fixed per-image noise;
+2. computes the AttFind effect tensor (cached as ``attfind_effects.pt``);
+3. selects coordinates with AttFind, Wu et al. (target class 0, so the list reads "class 1 ->
+   class 0" like AttFind's) and the random floor;
+4. measures the flip rate of each on the held-out images: top-k (mean ± std over repeats) and
+   the curve over k = 1..k_max;
+5. writes everything to ``explain.json`` in the model's run directory; its presence marks the
+   stage as done (a crash mid-way leaves no such file, so the stage is redone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from repro.attfind import Attributes, EffectResult, compute_effects, get_preset, run_attfind, style_range
+from repro.baselines import mean_effects, random_attributes, wu_attributes
+from repro.classifier import load_classifier
+from repro.config import Profile, TaskConfig
+from repro.data import load_split
+from repro.evaluation import Latents, latents
+from repro.fliprate import flip_rate_curve, flip_rate_repeats, load_results, save_results
+from repro.networks import flatten_styles
+from repro.training import StylExModel, load_stylex
+from repro.utils import pick_device, timed
+
+RESULTS = "explain.json"
+EFFECTS = "attfind_effects.pt"
+METHODS = ("attfind", "wu", "random")
+
+
+@dataclass
+class Explanation:
+    """A model's explanation inputs and results, loaded for figures and the user study.
+
+    Parameters:
+        model: the EMA networks.
+        classifier: the frozen classifier.
+        attfind_set / eval_set: the AttFind and held-out images as latents with fixed noise.
+        attributes: per method, its ranked list.
+        results: the contents of ``explain.json``.
+    """
+
+    model: StylExModel
+    classifier: torch.nn.Module
+    attfind_set: Latents
+    eval_set: Latents
+    attributes: dict[str, Attributes]
+    results: dict[str, Any]
+
+
+def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig, profile: Profile) -> tuple[Latents, Latents]:
+    """(AttFind images, held-out evaluation images), disjoint, with fixed noise."""
+    ev = profile.eval
+    n_eval = ev.repeats * ev.images_per_repeat
+    if model.encoder is not None:
+        val, test = load_split(task.stylex_data, "val"), load_split(task.stylex_data, "test")
+        if len(test) < n_eval:
+            raise ValueError(f"{ev.repeats} repeats x {ev.images_per_repeat} images need {n_eval} held-out "
+                             f"images but {test.name} has {len(test)}; lower eval.images_per_repeat")
+        return (latents(model, classifier, val, n=ev.attfind_images, seed=ev.seed),
+                latents(model, classifier, test, n=n_eval, seed=ev.seed + 1))
+    return (latents(model, classifier, n=ev.attfind_images, seed=ev.seed),
+            latents(model, classifier, n=n_eval, seed=ev.seed + 10_000))
+
+
+def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto", force: bool = False,
+                  progress: bool | None = None) -> Explanation:
+    """Run (or reuse) AttFind, the baselines and the flip rates of one trained model."""
+    dev = pick_device(device)
+    run_dir = profile.run_dir(task.name, mode)
+    model = load_stylex(run_dir, device=dev).model
+    classifier = load_classifier(profile.run_dir(task.name, "classifier"), device=dev).model
+    found, held_out = image_sets(model, classifier, task, profile)
+    G, ev = model.generator, profile.eval
+
+    if not force and (run_dir / RESULTS).exists():
+        results = load_results(run_dir / RESULTS)
+        attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
+        return Explanation(model, classifier, found, held_out, attrs, results)
+
+    conv, rgb = found.styles(model)
+    flat = flatten_styles(conv)
+    smin, smax = style_range(flat)
+    effects_path = run_dir / EFFECTS
+    with timed() as t_eff:
+        if not force and effects_path.exists():
+            effects = EffectResult.load(effects_path)
+        else:
+            effects = compute_effects(G, classifier, conv, rgb, found.noise, smin, smax,
+                                      progress=progress)
+            effects.save(effects_path)
+    config = get_preset(ev.attfind_preset)
+    probs = F.softmax(effects.base_logits, dim=1)
+    attrs = {
+        "attfind": run_attfind(effects, config),
+        "wu": wu_attributes(flat.cpu(), probs, target_class=0, k=ev.k_max, threshold=ev.wu_threshold,
+                            style_dims=G.style_dims, effect=effects.effect),
+        # one fixed draw for the figures; the flip rate redraws per repeat (below)
+        "random": random_attributes(G.num_styles, ev.k_max, seed=ev.seed, style_dims=G.style_dims),
+    }
+    attrs["random"].mean_effect = mean_effects(effects.effect, attrs["random"].coords)
+
+    e_conv, e_rgb = held_out.styles(model)
+    methods: dict[str, Any] = {}
+    with timed() as t_flip:
+        for name, attributes in attrs.items():
+            source = (lambda r: random_attributes(G.num_styles, ev.k_max, seed=ev.seed + 1 + r)) if name == "random" else attributes
+            top = flip_rate_repeats(G, classifier, e_conv, e_rgb, held_out.noise, source, k=ev.k,
+                                    repeats=ev.repeats, images_per_repeat=ev.images_per_repeat, seed=ev.seed)
+            curve = flip_rate_curve(G, classifier, e_conv, e_rgb, held_out.noise, source, ks=range(1, ev.k_max + 1),
+                                    repeats=ev.repeats, images_per_repeat=ev.images_per_repeat, seed=ev.seed)
+            methods[name] = {"attributes": attributes, "flip_rate": top, "curve": curve}
+    results = {
+        "task": task.name, "mode": mode, "profile": profile.name,
+        "attfind_images": {"n": len(found), "source": found.source},
+        "eval_images": {"n": len(held_out), "source": held_out.source},
+        "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
+        "attfind_config": config.to_dict(), "num_styles": G.num_styles, "style_dims": G.style_dims,
+        "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"]},
+        "methods": methods,
+    }
+    save_results(run_dir / RESULTS, results)
+    return Explanation(model, classifier, found, held_out, attrs, load_results(run_dir / RESULTS))

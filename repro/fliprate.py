@@ -1,0 +1,333 @@
+"""Flip rate (spec section 7): how often editing the top-k coordinates changes the classifier's decision.
+
+For each evaluation image, b = argmax C(G(s)) (fixed noise). The top-k ``(direction, index)``
+pairs of a class-1-to-class-0 list (:class:`repro.attfind.Attributes`) are applied all at once,
+s_i <- target_i, with direction ``d`` for images of class 1 and ``1 - d`` for images of class 0
+(so every image is pushed towards the other class). The image flipped if argmax C(G(s')) != b.
+Targets are the per-coordinate min / max over the evaluation images themselves, recomputed for
+each repeat as the replication did, unless given.
+
+**Held-out images.** These functions evaluate whatever styles they are given. Pass images that
+AttFind (or the baseline) did *not* use to choose its coordinates, e.g. encodings of the held-out
+split or fresh seeds for a StyleGAN2 (the seed implementation drew them from the training
+loader, a known defect that inflates the numbers).
+
+Images are clamped to [-1, 1] before the classifier, as in :mod:`repro.attfind`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from repro.attfind import Attributes, _eval_mode, _prepare_inputs, classify, style_range
+from repro.utils import progress_enabled, tqdm
+
+AttributesOrFactory = Attributes | Callable[[int], Attributes]
+
+
+@dataclass
+class FlipResult:
+    """Flip rate of one method at one k on one set of images.
+
+    Parameters:
+        rate: flipped / N.
+        flipped: bool [N], per image.
+        base_class: long [N], argmax of the classifier on the unedited renders.
+        per_class: flip rate among the images of base class 0 and of class 1 (None if none).
+        k: edits requested; k_used: edits applied (fewer if the list is shorter).
+        num_images: N.
+    """
+
+    rate: float
+    flipped: torch.Tensor
+    base_class: torch.Tensor
+    per_class: list[float | None]
+    k: int
+    k_used: int
+    num_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "per_class": self.per_class, "k": self.k, "k_used": self.k_used,
+                "num_images": self.num_images, "flipped": self.flipped.tolist(),
+                "base_class": self.base_class.tolist()}
+
+
+@dataclass
+class RepeatResult:
+    """Flip rate over repeats on disjoint random subsets.
+
+    Parameters:
+        k: edits per image.
+        mean / std: over repeats (population std, ``numpy.std``).
+        rates: one rate per repeat.
+        per_class_mean: mean over repeats of the per-class rates (repeats without images of a
+            class are skipped for that class).
+        images_per_repeat / repeats / seed: the sampling.
+    """
+
+    k: int
+    mean: float
+    std: float
+    rates: list[float]
+    per_class_mean: list[float | None]
+    images_per_repeat: int
+    repeats: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FlipCurve:
+    """Flip rate as a function of k (mean and std over repeats; std 0 for one repeat).
+
+    Parameters:
+        ks: the k values.
+        mean / std: per k.
+        rates: [repeats][len(ks)].
+        per_class_mean: per k, mean over repeats of the class-0 and class-1 rates.
+        images_per_repeat / repeats / seed: the sampling.
+    """
+
+    ks: list[int]
+    mean: list[float]
+    std: list[float]
+    rates: list[list[float]]
+    per_class_mean: list[list[float | None]]
+    images_per_repeat: int
+    repeats: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Core: flipped[k, n] for several k in one pass over the images
+
+def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                 rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                 coords: Sequence[tuple[int, int]], ks: Sequence[int], style_min: torch.Tensor | None,
+                 style_max: torch.Tensor | None, batch_size: int, progress: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flipped bool [len(ks), N], base_class [N]); edits for every k share the base renders."""
+    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    dims = [c.shape[1] for c in conv]
+    flat = torch.cat(conv, 1)
+    n_images, num_styles = flat.shape
+    if style_min is None or style_max is None:
+        style_min, style_max = style_range(flat)
+    smin = torch.as_tensor(style_min).reshape(-1).to(device, flat.dtype)
+    smax = torch.as_tensor(style_max).reshape(-1).to(device, flat.dtype)
+    if smin.numel() != num_styles or smax.numel() != num_styles:
+        raise ValueError(f"style_min/style_max must have {num_styles} entries")
+    k_max = max(ks)
+    top = list(coords[:k_max])
+    if any(not 0 <= i < num_styles or d not in (0, 1) for d, i in top):
+        raise ValueError(f"coordinates must be (0|1, index in [0, {num_styles})), got {top}")
+    k_values = torch.as_tensor([min(k, len(top)) for k in ks], device=device)
+
+    rows_total = len(ks) * n_images
+    bar = tqdm(total=n_images + rows_total, desc="flip rate", unit="render", enabled=progress_enabled(progress))
+    with _eval_mode(G, classifier), torch.inference_mode():
+        base_class = torch.empty(n_images, dtype=torch.long, device=device)
+        for start in range(0, n_images, batch_size):
+            sl = slice(start, min(start + batch_size, n_images))
+            img = G.synthesis([c[sl] for c in conv], [r[sl] for r in rgb], [t[sl] for t in noise_t])
+            base_class[sl] = classify(classifier, img).argmax(1)
+            bar.update(sl.stop - sl.start)
+        flipped = torch.empty(rows_total, dtype=torch.bool, device=device)
+        for start in range(0, rows_total, batch_size):
+            rows = torch.arange(start, min(start + batch_size, rows_total), device=device)
+            k_i, n_i = rows // n_images, rows % n_images
+            s = flat[n_i].clone()
+            b = base_class[n_i]
+            for p, (d, i) in enumerate(top):  # in list order: a repeated index takes its later edit
+                active = p < k_values[k_i]
+                applied = torch.where(b == 1, d, 1 - d)
+                target = torch.where(applied == 0, smin[i], smax[i])
+                s[:, i] = torch.where(active, target, s[:, i])
+            img = G.synthesis(list(torch.split(s, dims, 1)), [r[n_i] for r in rgb], [t[n_i] for t in noise_t])
+            flipped[rows] = classify(classifier, img).argmax(1) != b
+            bar.update(len(rows))
+    bar.close()
+    return flipped.reshape(len(ks), n_images).cpu(), base_class.cpu()
+
+
+def _per_class(flipped: torch.Tensor, base_class: torch.Tensor) -> list[float | None]:
+    out: list[float | None] = []
+    for c in (0, 1):
+        mask = base_class == c
+        out.append(float(flipped[mask].float().mean()) if mask.any() else None)
+    return out
+
+
+def _check_k(ks: Sequence[int], available: int) -> None:
+    if min(ks) < 1:
+        raise ValueError(f"k must be >= 1, got {list(ks)}")
+    if max(ks) > available:
+        warnings.warn(f"asked for k up to {max(ks)} but the list has only {available} coordinates; "
+                      f"larger k apply all {available}", stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+def flip_rate(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+              rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None, attributes: Attributes,
+              k: int = 10, style_min: torch.Tensor | None = None, style_max: torch.Tensor | None = None, *,
+              batch_size: int = 256, progress: bool | None = False) -> FlipResult:
+    """Flip rate of the top-``k`` pairs of ``attributes`` on the given (held-out) images.
+
+    Args:
+        G / classifier: generator (``synthesis(conv, rgb, noise)``) and classifier (logits [B, 2]).
+        conv_styles / rgb_styles: per layer [N, C] styles of the evaluation images.
+        noise: their fixed per-image noise (None: zero noise).
+        attributes: a class-1-to-class-0 list (AttFind, :func:`repro.baselines.wu_attributes`, ...).
+        k: number of pairs applied together.
+        style_min / style_max: [S] targets; default: min / max over these images.
+    """
+    _check_k([k], len(attributes))
+    flipped, base = _flip_matrix(G, classifier, conv_styles, rgb_styles, noise, attributes.coords, [k],
+                                 style_min, style_max, batch_size, progress)
+    f = flipped[0]
+    return FlipResult(float(f.float().mean()), f, base, _per_class(f, base), k, min(k, len(attributes)), len(f))
+
+
+def _subsets(n_images: int, repeats: int, images_per_repeat: int | None, seed: int) -> tuple[list[np.ndarray], int]:
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if images_per_repeat is None:
+        images_per_repeat = n_images // repeats
+    if images_per_repeat < 1 or repeats * images_per_repeat > n_images:
+        raise ValueError(f"{repeats} disjoint repeats of {images_per_repeat} images need "
+                         f"{repeats * images_per_repeat} images; got {n_images}")
+    perm = np.random.default_rng(seed).permutation(n_images)
+    return [np.sort(perm[r * images_per_repeat:(r + 1) * images_per_repeat]) for r in range(repeats)], images_per_repeat
+
+
+def _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes: AttributesOrFactory, ks: list[int],
+                  repeats: int, images_per_repeat: int | None, seed: int, batch_size: int,
+                  progress: bool | None) -> tuple[np.ndarray, list[list[list[float | None]]], int]:
+    """rates [repeats, K] and per-class rates [repeats][K][2] over disjoint subsets."""
+    n_images = conv_styles[0].shape[0]
+    subsets, per = _subsets(n_images, repeats, images_per_repeat, seed)
+    rates = np.zeros((repeats, len(ks)))
+    per_class: list[list[list[float | None]]] = []
+    warned = False
+    for r, subset in enumerate(subsets):
+        attrs = attributes(r) if callable(attributes) else attributes
+        if not warned:
+            _check_k(ks, len(attrs))
+            warned = True
+        idx = torch.as_tensor(subset, dtype=torch.long)
+        pick = lambda ts: None if ts is None else [t[idx.to(t.device)] for t in ts]  # noqa: E731
+        flipped, base = _flip_matrix(G, classifier, pick(conv_styles), pick(rgb_styles), pick(noise),
+                                     attrs.coords, ks, None, None, batch_size, progress)
+        rates[r] = flipped.float().mean(1).numpy()
+        per_class.append([_per_class(f, base) for f in flipped])
+    return rates, per_class, per
+
+
+def _mean_skip_none(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def flip_rate_repeats(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                      rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                      attributes: AttributesOrFactory, k: int = 10, *, repeats: int = 10,
+                      images_per_repeat: int | None = None, seed: int = 0, batch_size: int = 256,
+                      progress: bool | None = False) -> RepeatResult:
+    """Flip rate mean +- std over ``repeats`` disjoint random subsets of the given (held-out) images.
+
+    Each repeat takes ``images_per_repeat`` images (default: N // repeats) from one seeded
+    permutation and recomputes the style min / max on them (the replication: 10 x 1,000).
+    ``attributes`` may be a callable ``repeat -> Attributes``: for the random floor pass
+    ``lambda r: random_attributes(S, k, seed=r)`` so the repeats also vary the random draw.
+    """
+    rates, per_class, per = _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes, [k],
+                                          repeats, images_per_repeat, seed, batch_size, progress)
+    col = rates[:, 0]
+    return RepeatResult(k, float(col.mean()), float(col.std()), col.tolist(),
+                        [_mean_skip_none(pc[0][c] for pc in per_class) for c in (0, 1)], per, repeats, seed)
+
+
+def flip_rate_curve(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                    rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                    attributes: AttributesOrFactory, ks: Iterable[int] = range(1, 21), *, repeats: int = 1,
+                    images_per_repeat: int | None = None, seed: int = 0, batch_size: int = 256,
+                    progress: bool | None = False) -> FlipCurve:
+    """Flip rate for every k in ``ks``, all k in one pass over each subset's base renders.
+
+    With ``repeats = 1`` and ``images_per_repeat = None`` it uses every image (in a seeded
+    order that does not change the result) and equals :func:`flip_rate` at each k with the min /
+    max of all the images. With more repeats it follows :func:`flip_rate_repeats`.
+    """
+    ks = [int(k) for k in ks]
+    rates, per_class, per = _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes, ks,
+                                          repeats, images_per_repeat, seed, batch_size, progress)
+    per_class_mean = [[_mean_skip_none(pc[j][c] for pc in per_class) for c in (0, 1)] for j in range(len(ks))]
+    return FlipCurve(ks, rates.mean(0).tolist(), rates.std(0).tolist(), rates.tolist(), per_class_mean,
+                     per, repeats, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return _jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_results(path: str | Path, results: dict[str, Any]) -> Path:
+    """Write ``results`` as JSON, atomically (temp file in the same folder + ``os.replace``).
+
+    Values may be :class:`~repro.attfind.Attributes` (coordinates, directions, scores, per-
+    coordinate effects), flip-rate results, dataclasses, tensors, arrays or plain values;
+    non-finite floats become ``null``. Read back with :func:`load_results` (plain dicts;
+    ``Attributes.from_dict`` rebuilds an attribute list).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """The dict written by :func:`save_results`."""
+    return json.loads(Path(path).read_text())
