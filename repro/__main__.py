@@ -66,6 +66,19 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
             print(f"{task.name}/{mode}: {result.iteration} iterations -> {result.run_dir}")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from repro.explain import explain_model
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        for mode in ([args.mode] if args.mode else task.modes):
+            exp = explain_model(profile, task, mode, device=args.device, force=args.force,
+                                progress=not args.no_progress)
+            rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
+                              for m, r in exp.results["methods"].items())
+            print(f"{task.name}/{mode}: flip rate at k={profile.eval.k}: {rates}")
+
+
 def cmd_render_synthetic(args: argparse.Namespace) -> None:
     from repro.data import synthetic
     from repro.figures import save_image_grid
@@ -87,6 +100,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "profiles": (cmd_profiles, "list the named profiles, or print one as JSON"),
     "train-classifier": (cmd_train_classifier, "train the MobileNetV2 classifier of each task"),
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
+    "explain": (cmd_explain, "AttFind, Wu and random baselines and their flip rates for trained models"),
     "render-synthetic": (cmd_render_synthetic, "write a grid of synthetic faces to a PNG"),
     "readme": (cmd_readme, "copy the tables the default report wrote under figures/ into README.md"),
 }
@@ -112,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             _add_common(p)
             p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
-        if name == "train-stylex":
+        if name in ("train-stylex", "explain"):
             p.add_argument("--mode", default=None, choices=list(MODES),
-                           help="model to train (default: every mode the profile lists for the task)")
+                           help="model (default: every mode the profile lists for the task)")
+        if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
     return parser
 

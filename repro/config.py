@@ -202,11 +202,11 @@ def _synthetic_task(name: str, resolution: int, n: tuple[int, int, int], spuriou
 
 
 def _quick() -> Profile:
-    n = (512, 128, 256)
+    n = (1024, 128, 256)
     return Profile(
         name="quick",
         tasks=[_synthetic_task("synth-age", 32, n, 0.9, ["stylex", "stylegan2"])],
-        classifier=ClassifierConfig(epochs=1, batch_size=64),
+        classifier=ClassifierConfig(epochs=3, batch_size=64),
         stylex=StylExConfig(channels=16, latent_dim=64, batch_size=8, iterations=12,
                             mapping_layers=2, log_every=2, sample_every=6, checkpoint_every=6),
         eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16),

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,13 @@ import torch.nn.functional as F
 
 from repro.attfind import Attributes, EffectResult, compute_effects, get_preset, run_attfind, style_range
 from repro.baselines import mean_effects, random_attributes, wu_attributes
-from repro.classifier import load_classifier
+from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents
 from repro.fliprate import flip_rate_curve, flip_rate_repeats, load_results, save_results
 from repro.networks import flatten_styles
-from repro.training import StylExModel, load_stylex
+from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
 RESULTS = "explain.json"
@@ -59,6 +60,14 @@ class Explanation:
     results: dict[str, Any]
 
 
+def _fingerprint(*files: Path) -> str:
+    """A hash of the weight files results were computed from, so a retrained model invalidates them."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig, profile: Profile) -> tuple[Latents, Latents]:
     """(AttFind images, held-out evaluation images), disjoint, with fixed noise."""
     ev = profile.eval
@@ -84,27 +93,37 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     found, held_out = image_sets(model, classifier, task, profile)
     G, ev = model.generator, profile.eval
 
+    stamp = _fingerprint(run_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
     if not force and (run_dir / RESULTS).exists():
         results = load_results(run_dir / RESULTS)
-        attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
-        return Explanation(model, classifier, found, held_out, attrs, results)
+        if results.get("fingerprint") == stamp:
+            attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
+            return Explanation(model, classifier, found, held_out, attrs, results)
+        print(f"{run_dir / RESULTS} was computed from other model weights; recomputing")
 
     conv, rgb = found.styles(model)
     flat = flatten_styles(conv)
     smin, smax = style_range(flat)
     effects_path = run_dir / EFFECTS
     with timed() as t_eff:
-        if not force and effects_path.exists():
+        stamped = effects_path.with_suffix(".fingerprint")
+        if not force and effects_path.exists() and stamped.exists() and stamped.read_text() == stamp:
             effects = EffectResult.load(effects_path)
         else:
             effects = compute_effects(G, classifier, conv, rgb, found.noise, smin, smax,
                                       progress=progress)
             effects.save(effects_path)
+            stamped.write_text(stamp)
     config = get_preset(ev.attfind_preset)
     probs = F.softmax(effects.base_logits, dim=1)
+    # Wu positives: softmax > threshold (the replication's rule); when no image passes it (a weak
+    # classifier, few images) fall back to Wu's own rule, the top 2%, and record that.
+    wu_threshold = ev.wu_threshold
+    if not (probs[:, 0] > wu_threshold).any():
+        wu_threshold = float(torch.quantile(probs[:, 0], 0.98)) - 1e-6
     attrs = {
         "attfind": run_attfind(effects, config),
-        "wu": wu_attributes(flat.cpu(), probs, target_class=0, k=ev.k_max, threshold=ev.wu_threshold,
+        "wu": wu_attributes(flat.cpu(), probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
                             style_dims=G.style_dims, effect=effects.effect),
         # one fixed draw for the figures; the flip rate redraws per repeat (below)
         "random": random_attributes(G.num_styles, ev.k_max, seed=ev.seed, style_dims=G.style_dims),
@@ -122,11 +141,11 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                                     repeats=ev.repeats, images_per_repeat=ev.images_per_repeat, seed=ev.seed)
             methods[name] = {"attributes": attributes, "flip_rate": top, "curve": curve}
     results = {
-        "task": task.name, "mode": mode, "profile": profile.name,
+        "task": task.name, "mode": mode, "profile": profile.name, "fingerprint": stamp,
         "attfind_images": {"n": len(found), "source": found.source},
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
-        "attfind_config": config.to_dict(), "num_styles": G.num_styles, "style_dims": G.style_dims,
+        "attfind_config": config.to_dict(), "wu_threshold_used": wu_threshold, "num_styles": G.num_styles, "style_dims": G.style_dims,
         "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"]},
         "methods": methods,
     }

@@ -32,9 +32,19 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # pure loss terms
 
+def d_fake_loss(fake_logits: Tensor) -> Tensor:
+    """The fakes' half of the discriminator loss: softplus(fake), batch mean."""
+    return F.softplus(fake_logits).mean()
+
+
+def d_real_loss(real_logits: Tensor) -> Tensor:
+    """The reals' half of the discriminator loss: softplus(-real), batch mean."""
+    return F.softplus(-real_logits).mean()
+
+
 def d_logistic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Discriminator non-saturating logistic loss: softplus(fake) + softplus(-real), batch mean."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    return d_fake_loss(fake_logits) + d_real_loss(real_logits)
 
 
 def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:

@@ -45,7 +45,7 @@ from torch import nn
 from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
 from repro.data import ImageSet, load_split
-from repro.losses import LPIPSLoss, StylExLoss
+from repro.losses import LPIPSLoss, StylExLoss, d_fake_loss, d_real_loss
 from repro.networks import Discriminator, Encoder, Generator, MappingNetwork
 from repro.utils import pick_device, seed_everything, tqdm
 
@@ -346,11 +346,9 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             with torch.no_grad():
                 gx, _ = model(x, probs, z)
                 probs_gx = F.softmax(classifier(gx), dim=1)
-            fake_logits = disc_ddp(gx, probs_gx)
-            d_fake = F.softplus(fake_logits).mean()
+            d_fake = d_fake_loss(disc_ddp(gx, probs_gx))
             d_fake.backward()
-            real_logits = disc_ddp(x, probs)
-            d_real = F.softplus(-real_logits).mean()
+            d_real = d_real_loss(disc_ddp(x, probs))
             d_real.backward()
             terms["d_adv"] = d_fake.item() + d_real.item()
             if w.r1_gamma > 0 and iteration % w.r1_interval == 0:

@@ -1,0 +1,78 @@
+"""Counterfactuals: render images with StyleSpace coordinates moved, as pictures and GIFs.
+
+An edit is a ``(direction, index)`` pair of an attribute list (``repro.attfind.Attributes``):
+direction 0 moves coordinate ``index`` towards its minimum over the reference images, 1 towards
+its maximum. ``amount`` is the shift size: s_i <- s_i + amount * (target_i - s_i); amount 1
+sets the coordinate to the target, as AttFind and the flip rate do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from repro.evaluation import Latents
+from repro.figures import as_hwc_uint8
+from repro.networks import edit_styles, flatten_styles
+from repro.training import StylExModel
+
+
+@torch.inference_mode()
+def edit_render(model: StylExModel, lat: Latents, edits: Sequence[tuple[int, int]], amount: float,
+                style_min: torch.Tensor, style_max: torch.Tensor) -> torch.Tensor:
+    """Images [N, 3, R, R] of ``lat`` with every edit of ``edits`` applied by ``amount``."""
+    conv, rgb = lat.styles(model)
+    if edits:
+        flat = flatten_styles(conv)
+        idx = [i for _, i in edits]
+        targets = torch.stack([(style_max if d == 1 else style_min)[i] for d, i in edits]).to(flat.device)
+        values = flat[:, idx] + amount * (targets - flat[:, idx])
+        conv = edit_styles(conv, idx, values)
+    return model.generator.synthesis(conv, rgb, lat.noise).clamp(-1, 1)
+
+
+@torch.inference_mode()
+def class_probability(classifier: torch.nn.Module, images: torch.Tensor, cls: int = 1) -> torch.Tensor:
+    """softmax C(x)[:, cls] of float images in [-1, 1]."""
+    return F.softmax(classifier(images.clamp(-1, 1)), dim=1)[:, cls].cpu()
+
+
+def toward_class(edit: tuple[int, int], base_class: int) -> tuple[int, int]:
+    """The edit that pushes an image of ``base_class`` to the other class (lists read 1 -> 0)."""
+    d, i = edit
+    return (d, i) if base_class == 1 else (1 - d, i)
+
+
+def sweep_frames(model: StylExModel, lat: Latents, edit: tuple[int, int], style_min: torch.Tensor,
+                 style_max: torch.Tensor, steps: int = 8) -> np.ndarray:
+    """Frames of one coordinate swept from its original value to the target and back.
+
+    Returns uint8 [T, N, R, R, 3], T = 2 * steps (a loop for a GIF).
+    """
+    amounts = list(np.linspace(0.0, 1.0, steps)) + list(np.linspace(1.0, 0.0, steps))
+    return np.stack([as_hwc_uint8(edit_render(model, lat, [edit], float(a), style_min, style_max))
+                     for a in amounts])
+
+
+def save_gif(frames: np.ndarray, path: str | Path, *, scale: int = 2, duration_ms: int = 90, pad: int = 2) -> Path:
+    """Write [T, N, H, W, 3] (N images side by side) or [T, H, W, 3] frames as a looping GIF."""
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    if frames.ndim == 5:
+        t, n, h, w, c = frames.shape
+        canvas = np.full((t, h + 2 * pad, n * (w + pad) + pad, c), 255, np.uint8)
+        for j in range(n):
+            canvas[:, pad:pad + h, pad + j * (w + pad): pad + j * (w + pad) + w] = frames[:, j]
+        frames = canvas
+    images = [Image.fromarray(f) for f in frames]
+    if scale > 1:
+        images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return path
