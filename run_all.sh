@@ -58,4 +58,4 @@ for src in notebooks/[0-9][0-9]_*.py; do
     rm -f "$tmp"
     echo "[report] $name done in $((SECONDS - t0)) s"
 done
-echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks in $out_dir/, figures in figures/"
+echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks in $out_dir/"
