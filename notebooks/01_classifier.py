@@ -48,6 +48,7 @@ print(f"profile {P.name}: tasks {[t.name for t in P.tasks]}; figures -> {ctx.fig
 # Split sizes and label balance (class 1 share) of the classifier's data.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 splits = {t.name: {s: load_split(t.classifier_data, s) for s in ("train", "val", "test")} for t in P.tasks}
 rows = []
 for name, sets in splits.items():
@@ -68,6 +69,7 @@ for t in P.tasks:
 # freely; the spurious factor is independent of everything except where it is planted.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 if all(t.classifier_data.dataset == "synthetic" for t in P.tasks):
     from repro.data import synthetic
 
@@ -76,12 +78,19 @@ if all(t.classifier_data.dataset == "synthetic" for t in P.tasks):
          for f in synthetic.FACTORS])))
     for name, spec in synthetic.TASKS.items():
         print(f"{name}: label = {spec.label_doc}")
+
+# %% [markdown]
+# One image per row, re-rendered with a single factor changed (everything else identical):
+
+# %%
+if all(t.classifier_data.dataset == "synthetic" for t in P.tasks):
     figures.plot_synthetic_interventions(ctx.figures / "synthetic_interventions.png")
 
 # %% [markdown]
 # How strongly the spurious factor agrees with the label, split by split (measured on the data):
 
 # %%
+# NBVAL_CHECK_OUTPUT
 if all(t.classifier_data.dataset == "synthetic" for t in P.tasks):
     rows = []
     for t in P.tasks:

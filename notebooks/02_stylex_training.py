@@ -33,6 +33,7 @@ device = "auto"
 force = False
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import json
 
 from IPython.display import Image, Markdown, display

@@ -127,6 +127,7 @@ class EvalConfig:
         attfind_preset: ``authors`` or ``replication`` (see ``repro.attfind.PRESETS``).
         k: coordinates edited together for the headline flip rate.
         k_max: the flip-rate curve runs k = 1..k_max.
+        curve_ks: the k values of the curve (None: every k in 1..k_max); k is always added.
         repeats: flip-rate repeats (mean +- std).
         images_per_repeat: held-out images per repeat (the replication used 1,000).
         wu_threshold: softmax above which an image is a Wu positive.
@@ -137,6 +138,7 @@ class EvalConfig:
     attfind_preset: str = "replication"
     k: int = 10
     k_max: int = 20
+    curve_ks: list[int] | None = None
     repeats: int = 10
     images_per_repeat: int = 100
     wu_threshold: float = 0.9
@@ -223,8 +225,11 @@ def _default() -> Profile:
             _synthetic_task("synth-species", 32, n, 0.5, ["stylex", "stylegan2"]),
         ],
         classifier=ClassifierConfig(epochs=4, batch_size=128),
-        stylex=StylExConfig(channels=64, batch_size=16, iterations=800),
-        eval=EvalConfig(attfind_images=128, repeats=10, images_per_repeat=100),
+        # Without LPIPS weights (no download here) the image term is L1 alone; at 0.1 it is too
+        # weak for a short CPU run (ENVIRONMENT.md: weight 5 gave clearly better held-out L1).
+        stylex=StylExConfig(channels=64, batch_size=16, iterations=800, losses=LossWeights(img_l1=5.0)),
+        eval=EvalConfig(attfind_images=64, repeats=5, images_per_repeat=100,
+                        curve_ks=[1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20]),
     )
 
 

@@ -30,7 +30,7 @@ from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents
-from repro.fliprate import flip_rate_curve, flip_rate_repeats, load_results, save_results
+from repro.fliprate import flip_rate_curve, load_results, save_results
 from repro.networks import flatten_styles
 from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
@@ -132,14 +132,13 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
 
     e_conv, e_rgb = held_out.styles(model)
     methods: dict[str, Any] = {}
+    ks = sorted(set(ev.curve_ks or range(1, ev.k_max + 1)) | {ev.k})
     with timed() as t_flip:
         for name, attributes in attrs.items():
             source = (lambda r: random_attributes(G.num_styles, ev.k_max, seed=ev.seed + 1 + r)) if name == "random" else attributes
-            top = flip_rate_repeats(G, classifier, e_conv, e_rgb, held_out.noise, source, k=ev.k,
-                                    repeats=ev.repeats, images_per_repeat=ev.images_per_repeat, seed=ev.seed)
-            curve = flip_rate_curve(G, classifier, e_conv, e_rgb, held_out.noise, source, ks=range(1, ev.k_max + 1),
-                                    repeats=ev.repeats, images_per_repeat=ev.images_per_repeat, seed=ev.seed)
-            methods[name] = {"attributes": attributes, "flip_rate": top, "curve": curve}
+            curve = flip_rate_curve(G, classifier, e_conv, e_rgb, held_out.noise, source, ks=ks, repeats=ev.repeats,
+                                    images_per_repeat=ev.images_per_repeat, seed=ev.seed, progress=progress)
+            methods[name] = {"attributes": attributes, "flip_rate": curve.at(ev.k), "curve": curve}
     results = {
         "task": task.name, "mode": mode, "profile": profile.name, "fingerprint": stamp,
         "attfind_images": {"n": len(found), "source": found.source},

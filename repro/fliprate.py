@@ -113,6 +113,15 @@ class FlipCurve:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def at(self, k: int) -> RepeatResult:
+        """The curve's column at ``k`` as a :class:`RepeatResult` (same images and repeats)."""
+        if k not in self.ks:
+            raise ValueError(f"k = {k} is not on the curve (ks = {self.ks})")
+        j = self.ks.index(k)
+        col = np.array([r[j] for r in self.rates])
+        return RepeatResult(k, float(col.mean()), float(col.std()), col.tolist(), list(self.per_class_mean[j]),
+                            self.images_per_repeat, self.repeats, self.seed)
+
 
 # ---------------------------------------------------------------------------------------------
 # Core: flipped[k, n] for several k in one pass over the images

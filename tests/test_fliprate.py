@@ -140,6 +140,17 @@ def test_repeats_use_disjoint_subsets_with_their_own_range(toy):
         flip_rate_repeats(G, C, conv, rgb, noise, a, k=1, repeats=3, images_per_repeat=4)
 
 
+def test_curve_column_equals_repeats_at_that_k(toy):
+    G, C, conv, rgb, noise = toy
+    a = attrs((0, 0), (1, 2), (0, 4))
+    curve = flip_rate_curve(G, C, conv, rgb, noise, a, ks=[1, 2, 3], repeats=2, images_per_repeat=5, seed=1)
+    for k in (1, 2, 3):
+        rep = flip_rate_repeats(G, C, conv, rgb, noise, a, k=k, repeats=2, images_per_repeat=5, seed=1)
+        assert curve.at(k).to_dict() == rep.to_dict()
+    with pytest.raises(ValueError, match="not on the curve"):
+        curve.at(7)
+
+
 def test_repeats_over_random_seeds(toy):
     G, C, conv, rgb, noise = toy
     seen = []

@@ -1,0 +1,146 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Flipping the classifier's decision (claim 3, the report's Table 2)
+#
+# Claim 3: the attributes AttFind finds in a StylEx model explain the classifier better than
+# earlier methods. The measure is the **flip rate**: edit an image's top-k StyleSpace coordinates
+# together (each set to its minimum or maximum, pushing the image towards the other class) and
+# count how often the classifier's decision changes.
+#
+# For every trained model of the profile this notebook runs (or reuses, see `explain.json`):
+#
+# * **AttFind** (the authors' selection, here with the replication's preset: 10 coordinates,
+#   threshold 0.5) on the AttFind images (validation encodings, or samples of a StyleGAN2);
+# * **Wu et al.**: coordinates whose style differs most between confidently classified images
+#   and the rest, normalised by the coordinate's spread;
+# * **random**: k random coordinates with random directions, redrawn per repeat (the floor).
+#
+# Flip rates are measured on **held-out** images AttFind never saw (test-split encodings, or
+# StyleGAN2 samples from another seed), with fixed noise, as mean ± std over disjoint repeats.
+# The table has the report's shape; the report's own numbers stand beside ours for the real-data
+# rows (the synthetic tasks have no report numbers: they are ours only).
+
+# %% tags=["parameters"]
+profile = "default"  # quick | default | paper-afhq | paper-ffhq
+data_root = ""
+device = "auto"
+force = False
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import json
+
+from IPython.display import Markdown, display
+
+from repro import report, tables
+from repro.explain import explain_model
+
+ctx = report.open_profile(profile, data_root, device, force)
+P = ctx.profile
+print(f"AttFind images: {P.eval.attfind_images}; held-out: {P.eval.repeats} repeats x "
+      f"{P.eval.images_per_repeat} images; k = {P.eval.k} (curve up to {P.eval.k_max}); preset {P.eval.attfind_preset!r}")
+
+# %% [markdown]
+# ## AttFind and the baselines on every model
+# The effect tensor (N images x 2 directions x S coordinates x 2 classes) is the expensive part;
+# it is cached per model and recomputed only when the model or classifier weights change.
+
+# %%
+explanations, results = {}, {}
+for t in P.tasks:
+    for mode in t.modes:
+        print(f"explaining {t.name}/{mode} ...", flush=True)
+        e = explain_model(P, t, mode, device=ctx.device, force=ctx.force)
+        explanations[(t.name, mode)] = e
+        results[(t.name, mode)] = e.results
+        sec = e.results["seconds"]
+        print(f"  effects {sec['effects']:.0f} s, flip rates {sec['flip_rates']:.0f} s; "
+              f"AttFind images by class {e.results['base_class_counts']}")
+
+# %% [markdown]
+# ## Table 2: flip rate of the top-k coordinates
+
+# %%
+rows = tables.flip_rate_rows(results)
+md = tables.write_table(rows, ctx.figures / "flip_rate_table.md", ctx.figures / "flip_rate_table.csv")
+display(Markdown(md))
+
+# %% [markdown]
+# Every model and method, with the flip rate split by the image's original class (class 0 images
+# pushed to class 1 and vice versa):
+
+# %%
+long = tables.long_rows(results)
+display(Markdown(tables.write_table(long, ctx.figures / "flip_rate_all.md", ctx.figures / "flip_rate_all.csv")))
+
+# %% [markdown]
+# ## Flip rate as a function of k
+# All k from 1 to k_max, same held-out images and repeats; shaded: ± one std over repeats.
+
+# %%
+tables.plot_flip_curves(results, ctx.figures / "flip_rate_vs_k.png")
+
+# %% [markdown]
+# ## The coordinates each method chose
+# (direction, layer, channel) of the top-k; direction "min"/"max" is the edit that moves an
+# image of class 1 towards class 0 (the opposite edit moves class 0 towards class 1).
+
+# %%
+for (task, mode), e in explanations.items():
+    print(f"{task}/{mode}")
+    for method, attrs in e.attributes.items():
+        top = [f"{'max' if d else 'min'} L{layer}c{ch}" for (d, _), layer, ch in
+               zip(attrs.coords[:P.eval.k], attrs.layers or [None] * P.eval.k, attrs.channels or [None] * P.eval.k)]
+        print(f"  {method:8s}", ", ".join(top))
+
+# %% [markdown]
+# ## Reading the numbers against claim 3
+# The text below is generated from this run's numbers.
+
+# %%
+def _rate(task, mode, method):
+    res = results.get((task, mode))
+    return None if res is None else res["methods"][method]["flip_rate"]["mean"]
+
+
+lines = []
+target = 0.8
+for t in P.tasks:
+    a, w, r = _rate(t.name, "stylex", "attfind"), _rate(t.name, "stylegan2", "wu"), _rate(t.name, "stylex", "random")
+    g, alt = _rate(t.name, "stylegan2", "attfind"), _rate(t.name, "stylex-alt", "attfind")
+    if a is None:
+        continue
+    verdict = []
+    if w is not None:
+        verdict.append(f"{'above' if a > w else 'not above'} Wu et al. ({w:.3f})")
+    if r is not None:
+        verdict.append(f"{'above' if a > r else 'not above'} the random floor ({r:.3f})")
+    if g is not None:
+        verdict.append(f"{'above' if a > g else 'below'} AttFind on the StyleGAN2 ({g:.3f})")
+    line = f"* **{t.name}**: AttFind on StylEx flips {a:.3f} of held-out images with k = {P.eval.k}: " + "; ".join(verdict)
+    if alt is not None:
+        line += f"; the alternating recipe (StylEx-alt) gives {alt:.3f}"
+    line += f". Target >= {target}: {'met' if a >= target else 'missed'}."
+    lines.append(line)
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# Claim 3 holds on a task when AttFind on StylEx beats both Wu et al. and the random floor. The
+# report found it did not on real data (AFHQ 0.042 vs Wu 0.247) and blamed the missing
+# mapping-network passes; the StylEx-alt column tests that explanation directly. On the synthetic
+# tasks the classifier's true causes are known, and notebook 04 checks whether the coordinates
+# that flip the decision are the causal ones rather than artefacts. Flip rate alone rewards any
+# edit that changes the decision, including ones that leave the data distribution; read it with
+# the attribute figures.
