@@ -27,17 +27,20 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+setup_seconds="not run (--no-setup)"
 if [[ $setup == 1 ]]; then
     t0=$SECONDS
     source scripts/env.sh
     repro_ensure_env
-    echo "[setup] $((SECONDS - t0)) s"
+    setup_seconds="$((SECONDS - t0))"
+    echo "[setup] ${setup_seconds} s"
 fi
 python -c "from repro.config import get_profile; get_profile('$profile')" || exit 2
 
 # The default profile's executed notebooks are the committed report; other profiles' go to runs/.
-if [[ $profile == default ]]; then out_dir=notebooks; else out_dir="runs/$profile/notebooks"; fi
-mkdir -p "$out_dir" figures
+if [[ $profile == default ]]; then out_dir=notebooks fig_dir=figures; else out_dir="runs/$profile/notebooks" fig_dir="runs/$profile/figures"; fi
+mkdir -p "$out_dir" "$fig_dir"
+times="| notebook | seconds |"$'\n'"|---|---|"
 export REPRO_PROGRESS=0 PYTHONHASHSEED=0
 
 total=$SECONDS
@@ -57,5 +60,16 @@ for src in notebooks/[0-9][0-9]_*.py; do
     fi
     rm -f "$tmp"
     echo "[report] $name done in $((SECONDS - t0)) s"
+    times+=$'\n'"| $name | $((SECONDS - t0)) |"
 done
-echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks in $out_dir/"
+echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks in $out_dir/, figures in $fig_dir/"
+if [[ -z $only ]]; then
+    # Wall-clock times of this run (finished stages are reused, so a re-run is faster: see --force).
+    {
+        echo "Profile \`$profile\` on $(nproc) CPU cores ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); reused finished stages: $([[ $force == True ]] && echo no || echo 'yes, where present'); set-up: ${setup_seconds} s."
+        echo
+        echo "$times"
+        echo "| **all notebooks** | **$((SECONDS - total))** |"
+    } > "$fig_dir/run_times.md"
+    if [[ $profile == default ]]; then python -m repro readme; fi
+fi
