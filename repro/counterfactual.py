@@ -58,8 +58,13 @@ def sweep_frames(model: StylExModel, lat: Latents, edit: tuple[int, int], style_
                      for a in amounts])
 
 
-def save_gif(frames: np.ndarray, path: str | Path, *, scale: int = 2, duration_ms: int = 90, pad: int = 2) -> Path:
-    """Write [T, N, H, W, 3] (N images side by side) or [T, H, W, 3] frames as a looping GIF."""
+def save_gif(frames: np.ndarray, path: str | Path, *, scale: int = 2, duration_ms: int = 90, pad: int = 2,
+             colors: int | None = None) -> Path:
+    """Write [T, N, H, W, 3] (N images side by side) or [T, H, W, 3] frames as a looping GIF.
+
+    ``colors``: if set, every frame is mapped to one shared palette of that many colours without
+    dithering (smaller files, no flicker between frames); by default each frame gets its own.
+    """
     from PIL import Image
 
     frames = np.asarray(frames)
@@ -70,6 +75,9 @@ def save_gif(frames: np.ndarray, path: str | Path, *, scale: int = 2, duration_m
             canvas[:, pad:pad + h, pad + j * (w + pad): pad + j * (w + pad) + w] = frames[:, j]
         frames = canvas
     images = [Image.fromarray(f) for f in frames]
+    if colors is not None:
+        palette = Image.fromarray(np.concatenate(list(frames), 0)).quantize(colors=colors)
+        images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     if scale > 1:
         images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
     path = Path(path)
