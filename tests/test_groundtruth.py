@@ -1,0 +1,249 @@
+"""Ground-truth fidelity: true factor importance, the attribute probe, and what coordinates change."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from repro import groundtruth as gt
+from repro.attfind import Attributes
+from repro.checkpoint import CheckpointError
+from repro.config import DataConfig, get_profile
+from repro.data.synthetic import FACTORS, intervene, render, sample_factors
+from repro.evaluation import Latents, fixed_noise
+from repro.explain import Explanation
+from repro.training import arch_config, build_model
+
+DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units and pure rules
+
+def test_cyclic_factors_are_the_renderers_hues():
+    assert set(gt.CYCLIC) == {f.name for f in FACTORS if "cyclic" in f.role}
+    assert gt.PROBE_FACTORS == [f.name for f in FACTORS if f.name != "detail_seed"]
+
+
+def test_factor_change_wraps_hues_and_scales_them_to_one():
+    names = ["wrinkles", "bg_hue"]
+    before = torch.tensor([[0.2, 0.95], [0.0, 0.0], [1.0, 0.25]])
+    after = torch.tensor([[0.7, 0.05], [1.0, 0.5], [1.0, 0.25]])
+    expected = torch.tensor([[0.5, 0.2], [1.0, 1.0], [0.0, 0.0]])  # 0.95 -> 0.05 is 0.1 round the circle
+    assert torch.allclose(gt.factor_change(before, after, names), expected, atol=1e-6)
+
+
+def test_normalise_factors_uses_each_range():
+    rows = intervene(intervene(sample_factors(3, 0), "pos_x", -1.0), "scale", 1.1)
+    norm = gt.normalise_factors(rows)
+    assert norm.shape == (3, len(gt.PROBE_FACTORS))
+    assert np.allclose(norm[:, gt.PROBE_FACTORS.index("pos_x")], 0.0)
+    assert np.allclose(norm[:, gt.PROBE_FACTORS.index("scale")], 1.0)
+    assert norm.min() >= 0 and norm.max() <= 1
+
+
+def test_used_factors_rule():
+    imp = {"wrinkles": 2.0, "hair_grey": 0.5, "glasses": 0.2, "bg_hue": 0.19}
+    assert gt.used_factors(imp, 0.1) == ["wrinkles", "hair_grey", "glasses"]
+    assert gt.used_factors(imp, 0.5) == ["wrinkles"]
+    assert gt.used_factors({"wrinkles": 0.0}) == []
+    assert gt.used_factors({"wrinkles": 0.004, "glasses": 0.003}) == []  # a constant classifier uses nothing
+    assert gt.used_factors({"wrinkles": 0.004, "glasses": 0.003}, min_importance=0.0) == ["wrinkles", "glasses"]
+
+
+def coord(dominant, total, d=0, i=0):
+    return {"coord": (d, i), "dominant": dominant, "total": total, "purity": 1.0, "changes": {dominant: total}}
+
+
+def test_precision_at_k_by_hand():
+    coords = [coord("wrinkles", 0.4), coord("bg_hue", 0.9), coord("glasses", 0.3),
+              coord("hair_grey", 0.01)]  # the last changes (almost) nothing: not a hit
+    used = {"wrinkles", "hair_grey", "glasses"}
+    assert gt.precision_at_k(coords, used, min_change=0.05) == pytest.approx(2 / 4)
+    assert gt.precision_at_k(coords, used, min_change=0.0) == pytest.approx(3 / 4)
+    assert gt.precision_at_k(coords[:1], used) == 1.0
+    assert gt.precision_at_k([], used) == 0.0
+    assert gt.spurious_exposed(coords, "glasses")
+    assert not gt.spurious_exposed(coords, "collar")
+    assert not gt.spurious_exposed([coord("glasses", 0.01)], "glasses", min_change=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# True importance on classifiers whose answer is known
+
+class RegionReader(nn.Module):
+    """margin = weight * mean over a pixel mask of the image (channels averaged)."""
+
+    def __init__(self, mask: torch.Tensor, weight: float = 1.0, channel: int | None = None):
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+        self.weight, self.channel = weight, channel
+
+    def forward(self, x):
+        x = x.mean(1) if self.channel is None else x[:, self.channel]
+        m = self.weight * (x * self.mask).sum((1, 2)) / self.mask.sum()
+        return torch.stack([-m / 2, m / 2], 1)
+
+
+def test_importance_of_a_background_reader_is_the_background_hue():
+    # The top-left corner is background in every image: only bg_hue can move it. Its endpoints
+    # must not be 0 and 1 (the same hue), or this importance would be 0.
+    mask = torch.zeros(32, 32)
+    mask[:3, :3] = 1
+    imp = gt.factor_importance(RegionReader(mask, channel=0), DATA, n=24)
+    assert list(imp) == gt.PROBE_FACTORS
+    assert max(imp, key=imp.get) == "bg_hue"
+    assert imp["bg_hue"] > 0.1
+    assert all(v < 1e-3 * imp["bg_hue"] for name, v in imp.items() if name != "bg_hue")
+    assert gt.used_factors(imp) == ["bg_hue"]
+
+
+def test_importance_of_a_glasses_detector_is_glasses():
+    rows = sample_factors(48, seed=5, split="val")
+    on, off = (render(intervene(rows, "glasses", v), 32).astype(np.float32) for v in (1.0, 0.0))
+    mask = torch.from_numpy((np.abs(on - off).mean(-1).mean(0) > 40))  # where the frames are drawn
+    assert 10 < mask.sum() < 200
+    imp = gt.factor_importance(RegionReader(mask, weight=-4.0), DATA, n=32)  # dark there -> class 1
+    assert max(imp, key=imp.get) == "glasses"
+    assert "glasses" in gt.used_factors(imp)
+    assert imp["glasses"] > 2 * max(v for name, v in imp.items() if name != "glasses")
+    with pytest.raises(ValueError, match="synthetic"):
+        gt.factor_importance(RegionReader(mask), DataConfig(dataset="afhq"), n=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe
+
+@pytest.fixture(scope="module")
+def trained_probe(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("probe")
+    probe = gt.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
+    return probe, run_dir
+
+
+def test_probe_training_beats_the_mean_and_is_reused(trained_probe):
+    probe, run_dir = trained_probe
+    metrics = json.loads((run_dir / gt.PROBE_METRICS).read_text())
+    assert set(metrics["factors"]) == set(gt.PROBE_FACTORS)
+    # R^2 > 0 means better than predicting the mean; the hues and grey hair are easy to read
+    for name in ("hair_grey", "bg_hue", "fur_hue"):
+        assert metrics["factors"][name]["r2"] > 0.5, (name, metrics["factors"][name])
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    mtime = (run_dir / gt.PROBE_CHECKPOINT).stat().st_mtime_ns
+    again = gt.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
+    assert (run_dir / gt.PROBE_CHECKPOINT).stat().st_mtime_ns == mtime  # reused, not retrained
+    for a, b in zip(probe.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="epochs"):
+        gt.load_probe(run_dir, expected_config={"epochs": 5})
+
+
+def test_predict_uint8_shape_range_and_resize(trained_probe):
+    probe, _ = trained_probe
+    images = render(sample_factors(5, seed=9, split="test"), 32)
+    out = probe.predict_uint8(images)
+    assert out.shape == (5, len(probe.factor_names)) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        assert np.allclose(out, probe(x).numpy(), atol=1e-5)
+    big = probe.predict_uint8(render(sample_factors(5, seed=9, split="test"), 64))
+    assert big.shape == out.shape
+    hue = probe.factor_names.index("bg_hue")  # a 64 px picture of the same faces reads about the same
+    change = gt.factor_change(torch.from_numpy(out), torch.from_numpy(big), probe.factor_names)
+    assert float(change[:, hue].mean()) < 0.25
+    with pytest.raises(ValueError, match="uint8"):
+        probe.predict_uint8(images.astype(np.float32))
+
+
+def test_probe_cyclic_outputs_round_trip():
+    probe = gt.AttributeProbe(32)
+    values = torch.rand(7, len(probe.factor_names))
+    raw = probe.encode_targets(values)
+    assert raw.shape == (7, probe.num_outputs) and probe.num_outputs == len(probe.factor_names) + len(gt.CYCLIC)
+    assert torch.allclose(probe.decode(raw), values, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinates of a tiny untrained model
+
+class BrightnessClassifier(nn.Module):
+    """Class 1 iff the image is brighter than a threshold (set so that both classes occur)."""
+
+    def __init__(self, threshold: float = 0.0):
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(threshold))
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3)) - self.threshold
+        return torch.stack([-m, m], 1) * 10
+
+
+@pytest.fixture(scope="module")
+def tiny_explanation():
+    torch.manual_seed(0)
+    model = build_model(arch_config("stylex", 32, get_profile("quick").stylex)).eval()
+    n = 12
+    w = torch.randn(n, model.generator.w_dim, generator=torch.Generator().manual_seed(1))
+    lat = Latents(w, fixed_noise(model, n, 1), "encoded")
+    with torch.no_grad():
+        brightness = model.generator(w, lat.noise).clamp(-1, 1).mean((1, 2, 3))
+    classifier = BrightnessClassifier(float(brightness.median())).eval()
+    s = model.generator.num_styles
+    attrs = {"attfind": Attributes("attfind", [(1, 3), (0, s // 2), (1, s - 1)], [0.3, 0.2, 0.1]),
+             "wu": Attributes("wu", [(0, 5), (1, 7)], [1.0, 0.5]),
+             "random": Attributes("random", [(0, s - 2), (1, 1), (0, 2)], [0.0, 0.0, 0.0])}
+    return Explanation(model, classifier, lat, lat, attrs, {})
+
+
+def check_coords(coords, names, k):
+    assert len(coords) == k
+    for c in coords:
+        assert set(c) >= {"coord", "changes", "total", "dominant", "purity"}
+        assert isinstance(c["coord"], tuple) and len(c["coord"]) == 2
+        assert list(c["changes"]) == names
+        assert all(v >= 0 for v in c["changes"].values())
+        assert c["total"] == pytest.approx(sum(c["changes"].values()), rel=1e-5)
+        assert c["dominant"] == max(c["changes"], key=c["changes"].get)
+        assert 0.0 <= c["purity"] <= 1.0
+        if c["total"] > 0:
+            assert c["purity"] == pytest.approx(c["changes"][c["dominant"]] / c["total"], rel=1e-5)
+
+
+def test_coordinate_factors_structure(tiny_explanation):
+    probe = gt.AttributeProbe(32).eval()
+    attrs = tiny_explanation.attributes["attfind"]
+    coords = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10)
+    check_coords(coords, probe.factor_names, 2)
+    assert [c["coord"] for c in coords] == attrs.top(2)
+    assert all(c["total"] > 0 for c in coords)  # an edit of the full range changes the probe's reading
+    still = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10, amount=0.0)
+    assert all(c["total"] < 1e-5 for c in still)  # float noise only (the groups render as smaller batches)
+
+
+def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):
+    profile = get_profile("quick")
+    task = profile.tasks[0]
+    probe = gt.AttributeProbe(32).eval()
+    importance = {name: 0.0 for name in gt.PROBE_FACTORS} | {"wrinkles": 3.0, "glasses": 1.0, "bg_hue": 0.2}
+    res = gt.evaluate(profile, task, "stylex", tiny_explanation, probe=probe, importance=importance, k=2,
+                      n_images=6, min_change=0.0)
+    assert res["used_factors"] == ["wrinkles", "glasses"]  # bg_hue: 0.2 / 3.0 < 10%
+    assert res["spurious"] == "glasses" and res["spurious_used"]
+    assert list(res["methods"]) == list(gt.METHODS)
+    for method, m in res["methods"].items():
+        check_coords(m["coords"], probe.factor_names, 2)
+        assert m["precision_at_k"] == gt.precision_at_k(m["coords"], res["used_factors"], min_change=0.0)
+        assert m["spurious_exposed"] == any(c["dominant"] == "glasses" for c in m["coords"])
+    results = {(task.name, "stylex"): res, (task.name, "stylegan2"): res}
+    rows = gt.fidelity_rows(results)
+    assert len(rows) == 6 and {r["model"] for r in rows} == {"stylex", "stylegan2"}
+    assert rows[0]["dominant_factors"].count(",") == 1
+    gt.plot_fidelity(results, tmp_path / "fidelity.png")
+    gt.plot_importance({task.name: importance}, tmp_path / "importance.png")
+    assert (tmp_path / "fidelity.png").stat().st_size > 1000
+    assert (tmp_path / "importance.png").stat().st_size > 1000
