@@ -1,0 +1,388 @@
+"""Figures of the attributes a method found (the report's Figures 3-6 and 9), their GIFs and effects.
+
+An *attribute* is one ``(direction, index)`` pair of a ranked :class:`repro.attfind.Attributes`
+list; the list reads "class 1 -> class 0" (see :mod:`repro.counterfactual`). Every figure here
+shows it **in both directions**: held-out images the classifier puts in class 0 are pushed
+towards class 1 (direction ``1 - d``) and images of class 1 towards class 0 (direction ``d``).
+
+Conventions shared by every function:
+
+* **Images** come from the explanation's held-out evaluation set (never the AttFind images).
+  An image's *base class* is the classifier's decision on its unedited render ``G(s)`` with its
+  fixed noise, as in the flip rate. ``n_images`` per attribute are split evenly between the two
+  base classes (class 0 gets the smaller half); when one class has too few images the other
+  fills in, so a badly trained model that puts every image in one class still gets a figure.
+* **Originals** are unedited renders, not the real images: the only difference between an
+  original and its counterfactual is the edit.
+* **Targets** of an edit are the coordinate's min / max over the AttFind images (the reference
+  set the attribute was selected on); the shift size is 1 (the coordinate is set to the target),
+  as AttFind and the flip rate use.
+* **Probabilities** written on images are the classifier's softmax for the class the image is
+  pushed towards ("the dogs show the classification score as cats", report Figure 4).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from repro.attfind import Attributes, decode_index, style_range
+from repro.counterfactual import class_probability, edit_render, save_gif, sweep_frames, toward_class
+from repro.explain import Explanation
+from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
+from repro.networks import flatten_styles
+
+T = TypeVar("T")
+
+METHOD_NAMES = {"attfind": "AttFind", "wu": "Wu et al.", "random": "random"}
+POOL = 256  # held-out images scanned for base classes when choosing examples
+
+
+def one_thread(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run ``fn`` with one torch CPU thread, restoring the setting after.
+
+    Figures render a few images at a time; with such small batches extra threads only add
+    synchronisation, and on a shared CPU they make it much worse (measured here: a 4-panel figure
+    took 8.9 s with 2 threads and 2.2 s with 1 on a loaded 2-core machine). GPU work is unaffected.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# What the figures are made of
+
+@dataclass
+class ImageChoice:
+    """Held-out images chosen for a figure, in display order.
+
+    Parameters:
+        indices: positions in the explanation's evaluation set.
+        base_class: the classifier's decision on each unedited render.
+    """
+
+    indices: list[int]
+    base_class: list[int]
+
+    def of_class(self, cls: int) -> list[int]:
+        """Positions (in this choice, not the eval set) of the images of base class ``cls``."""
+        return [j for j, b in enumerate(self.base_class) if b == cls]
+
+
+@dataclass
+class Counterfactuals:
+    """Originals and counterfactuals of one attribute on chosen images.
+
+    Parameters:
+        original / edited: uint8 [N, R, R, 3].
+        p_original / p_edited: [N] softmax of the class each image is pushed towards.
+        choice: which images, with their base class (image j is pushed to ``1 - base_class[j]``).
+        edits: per image, the ``(direction, index)`` applied.
+    """
+
+    original: np.ndarray
+    edited: np.ndarray
+    p_original: np.ndarray
+    p_edited: np.ndarray
+    choice: ImageChoice
+    edits: list[tuple[int, int]]
+
+
+def method_name(method: str) -> str:
+    """Display name of a method key (``attfind`` -> ``AttFind``)."""
+    return METHOD_NAMES.get(method, method)
+
+
+def reference_range(explanation: Explanation) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate (min, max) of the StyleSpace over the AttFind images: the edit targets."""
+    conv, _ = explanation.attfind_set.styles(explanation.model)
+    return style_range(flatten_styles(conv))
+
+
+def _attributes(explanation: Explanation, attributes: Attributes | str) -> Attributes:
+    return explanation.attributes[attributes] if isinstance(attributes, str) else attributes
+
+
+def layer_channel(attributes: Attributes, rank: int, style_dims: Sequence[int]) -> tuple[int, int]:
+    """(conv layer, channel) of the attribute at ``rank`` (0-based)."""
+    if attributes.layers is not None and attributes.channels is not None:
+        return int(attributes.layers[rank]), int(attributes.channels[rank])
+    return decode_index(attributes.coords[rank][1], style_dims)
+
+
+def attribute_label(attributes: Attributes, rank: int, style_dims: Sequence[int]) -> str:
+    """``AttFind #1: layer 2, channel 5`` (``rank`` is 0-based, the label 1-based)."""
+    layer, channel = layer_channel(attributes, rank, style_dims)
+    return f"{method_name(attributes.method)} #{rank + 1}: layer {layer}, channel {channel}"
+
+
+@torch.inference_mode()
+def base_classes(explanation: Explanation, pool: int = POOL) -> torch.Tensor:
+    """Softmax [M, 2] of the classifier on the unedited renders of the first ``pool`` held-out images."""
+    lat = explanation.eval_set.subset(slice(0, min(pool, len(explanation.eval_set))))
+    empty = torch.zeros(0)
+    images = edit_render(explanation.model, lat, [], 0.0, empty, empty)
+    p1 = class_probability(explanation.classifier, images, 1)
+    return torch.stack([1 - p1, p1], 1)
+
+
+def choose_images(explanation: Explanation, n_images: int = 4, *, pool: int = POOL) -> ImageChoice:
+    """``n_images`` held-out images, half of each base class where possible (class 0 first)."""
+    base = base_classes(explanation, pool).argmax(1).tolist()
+    by_class = {c: [i for i, b in enumerate(base) if b == c] for c in (0, 1)}
+    want = {0: n_images // 2, 1: n_images - n_images // 2}
+    for c in (0, 1):  # a class with too few images leaves its places to the other
+        short = want[c] - len(by_class[c])
+        if short > 0:
+            want[c] -= short
+            want[1 - c] += short
+    indices = by_class[0][:want[0]] + by_class[1][:want[1]]
+    if not indices:
+        raise ValueError("the explanation has no held-out images to draw")
+    return ImageChoice(indices, [base[i] for i in indices])
+
+
+def counterfactuals(explanation: Explanation, edit: tuple[int, int], choice: ImageChoice,
+                    style_min: torch.Tensor, style_max: torch.Tensor, amount: float = 1.0) -> Counterfactuals:
+    """Originals and edits of ``choice``: each image pushed towards the other class by ``edit``.
+
+    ``edit`` is an attribute in the list's "class 1 -> class 0" convention; images of base
+    class 0 get its opposite direction (:func:`repro.counterfactual.toward_class`).
+    """
+    model, clf = explanation.model, explanation.classifier
+    n = len(choice.indices)
+    outputs: dict[str, list[Any]] = {"orig": [None] * n, "edit": [None] * n, "p0": [0.0] * n, "p1": [0.0] * n}
+    edits: list[tuple[int, int]] = [edit] * n
+    for cls in (0, 1):
+        rows = choice.of_class(cls)
+        if not rows:
+            continue
+        lat = explanation.eval_set.subset(torch.tensor([choice.indices[j] for j in rows]))
+        cls_edit = toward_class(edit, cls)
+        orig = edit_render(model, lat, [], 0.0, style_min, style_max)
+        edited = edit_render(model, lat, [cls_edit], amount, style_min, style_max)
+        p_orig = class_probability(clf, orig, 1 - cls)
+        p_edit = class_probability(clf, edited, 1 - cls)
+        orig_u8, edit_u8 = as_hwc_uint8(orig), as_hwc_uint8(edited)
+        for k, j in enumerate(rows):
+            outputs["orig"][j], outputs["edit"][j] = orig_u8[k], edit_u8[k]
+            outputs["p0"][j], outputs["p1"][j] = float(p_orig[k]), float(p_edit[k])
+            edits[j] = cls_edit
+    return Counterfactuals(np.stack(outputs["orig"]), np.stack(outputs["edit"]), np.array(outputs["p0"]),
+                           np.array(outputs["p1"]), choice, edits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Static figures
+
+CELL_IN = 0.95      # width of one image column of a panel, inches
+ROW_IN = 1.05       # height of one image row (image, its title, the direction label)
+LABEL_IN = 0.55     # the row labels of a panel
+TITLE_IN = 0.45     # a panel's title
+DPI = 110
+
+
+def panel_size(n_images: int) -> tuple[float, float]:
+    """(width, height) in inches of one attribute panel: two rows of ``n_images``."""
+    return LABEL_IN + CELL_IN * n_images, TITLE_IN + 2 * ROW_IN
+
+
+@one_thread
+def attribute_panel(explanation: Explanation, attributes: Attributes | str, rank: int, *, n_images: int = 4,
+                    class_names: Sequence[str], fig=None, choice: ImageChoice | None = None,
+                    targets: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """One attribute as the report draws it: originals over counterfactuals, both directions.
+
+    Args:
+        explanation: a model's explanation (``repro.explain.explain_model``).
+        attributes: a method key of ``explanation.attributes`` (``attfind``, ``wu``, ``random``)
+            or a list.
+        rank: 0-based position in the list.
+        n_images: images shown, split between the base classes (see the module docstring).
+        class_names: names of class 0 and class 1.
+        fig: a matplotlib Figure or SubFigure to draw into; a new Figure of
+            :func:`panel_size` when None.
+        choice / targets: precomputed images and edit targets ``(style_min, style_max)`` (a
+            multi-panel figure computes them once).
+
+    Returns the (sub)figure drawn into. Each image is titled with the classifier's probability
+    of the class it is pushed towards (blue before, red after); the label between an original
+    and its counterfactual says which way (``cat → dog``).
+    """
+    plt = _mpl()
+    attrs = _attributes(explanation, attributes)
+    if not 0 <= rank < len(attrs):
+        raise IndexError(f"rank {rank} outside the {len(attrs)} attributes of {attrs.method}")
+    choice = choice or choose_images(explanation, n_images)
+    smin, smax = targets or reference_range(explanation)
+    cf = counterfactuals(explanation, attrs.coords[rank], choice, smin, smax)
+    if fig is None:
+        fig = plt.figure(figsize=panel_size(len(choice.indices)), dpi=DPI)
+    style_dims = explanation.model.generator.style_dims
+    fig.suptitle(attribute_label(attrs, rank, style_dims), fontsize=8)
+    axes = fig.subplots(2, max(1, len(choice.indices)), squeeze=False)
+    for j, base in enumerate(choice.base_class):
+        target = class_names[1 - base]
+        for row, (img, p) in enumerate(((cf.original[j], cf.p_original[j]), (cf.edited[j], cf.p_edited[j]))):
+            ax = axes[row][j]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"p({target})={p:.2f}", fontsize=6, pad=2,
+                         color="tab:blue" if row == 0 else "tab:red")
+        axes[0][j].set_xlabel(f"{class_names[base]} → {target}", fontsize=6, labelpad=1)
+    axes[0][0].set_ylabel("original", fontsize=7)
+    axes[1][0].set_ylabel("edited", fontsize=7)
+    return fig
+
+
+@one_thread
+def plot_attributes(explanation: Explanation, method: str, path: str | Path, *, top: int = 4, n_images: int = 4,
+                    class_names: Sequence[str], cols: int = 2):
+    """The top ``top`` attributes of ``method`` as a grid of panels (report Figures 3-6, 9); saved to ``path``.
+
+    The same images are used for every attribute, so the panels compare attributes, not images.
+    The figure is saved at a fixed size (``cols`` x rows panels of :func:`panel_size` at ``DPI``),
+    so its pixel size is predictable.
+    """
+    plt = _mpl()
+    attrs = explanation.attributes[method]
+    top = min(top, len(attrs))
+    if top == 0:
+        raise ValueError(f"{method} has no attributes to draw")
+    cols = min(cols, top)
+    rows = -(-top // cols)
+    choice = choose_images(explanation, n_images)
+    ranges = reference_range(explanation)
+    w, h = panel_size(len(choice.indices))
+    fig = plt.figure(figsize=(w * cols, h * rows + 0.3), dpi=DPI)
+    task, mode = explanation.results.get("task", ""), explanation.results.get("mode", "")
+    header, body = fig.subfigures(2, 1, height_ratios=[0.3, h * rows])
+    header.suptitle(f"{method_name(method)}: top {top} attributes, {task} {mode} (held-out images)", fontsize=9)
+    grid = body.subfigures(rows, cols, squeeze=False)
+    for r in range(top):
+        attribute_panel(explanation, attrs, r, class_names=class_names, fig=grid[r // cols][r % cols],
+                        choice=choice, targets=ranges)
+    for r in range(top, rows * cols):
+        grid[r // cols][r % cols].set_visible(False)
+    return _save_fixed(fig, path)
+
+
+def _save_fixed(fig, path: str | Path):
+    """Save at the figure's own size (no tight bounding box), so width x height = figsize x DPI."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    if not _in_notebook():
+        _mpl().close(fig)
+    return fig
+
+
+def plot_effects(explanations_by_model: Mapping[str, Explanation], path: str | Path, *, top: int = 6,
+                 methods: Sequence[str] = ("attfind", "wu")):
+    """Per model, the effect on the classifier of each of the top attributes, one bar per method.
+
+    The bar is ``e0 + e1`` of :attr:`repro.attfind.Attributes.mean_effect`: the mean change of the
+    class-0 logit when the attribute is applied towards class 0, plus that of the class-1 logit
+    when applied towards class 1, over the AttFind images (AttFind's ranking score). Attributes
+    with no recorded effect are left empty.
+    """
+    plt = _mpl()
+    names = list(explanations_by_model)
+    fig, axes = plt.subplots(1, len(names), figsize=(0.45 * top * len(methods) + 1.6, 2.8) if len(names) == 1
+                             else (3.4 * len(names), 2.8), squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, name in zip(axes[0], names):
+        exp = explanations_by_model[name]
+        for m, method in enumerate(methods):
+            attrs = exp.attributes.get(method)
+            if attrs is None:
+                continue
+            k = min(top, len(attrs))
+            effects = [np.nan if attrs.mean_effect is None else float(sum(attrs.mean_effect[r])) for r in range(k)]
+            ax.bar(np.arange(k) + (m - (len(methods) - 1) / 2) * width, effects, width, label=method_name(method))
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set(xticks=range(top), xticklabels=[str(r + 1) for r in range(top)], xlabel="rank", title=name)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("mean logit change\n(both directions)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# GIFs
+
+def gif_name(explanation: Explanation, method: str, rank: int) -> str:
+    """``{task}_{mode}_{method}_attr{rank}.gif`` with a 1-based rank."""
+    task, mode = explanation.results.get("task", "task"), explanation.results.get("mode", "model")
+    return f"{task}_{mode}_{method}_attr{rank + 1}.gif"
+
+
+def attribute_frames(explanation: Explanation, edit: tuple[int, int], choice: ImageChoice,
+                     style_min: torch.Tensor, style_max: torch.Tensor, steps: int = 6) -> np.ndarray:
+    """uint8 [2 * steps - 2, N, R, R, 3]: each chosen image swept towards the other class and back.
+
+    The shift size runs 0 -> 1 in ``steps`` frames and back down without repeating either end,
+    so the GIF loops with no stutter and no two consecutive frames are the same edit.
+    """
+    if steps < 2:
+        raise ValueError(f"a sweep needs steps >= 2, got {steps}")
+    n = len(choice.indices)
+    frames: list[np.ndarray | None] = [None] * n
+    for cls in (0, 1):
+        rows = choice.of_class(cls)
+        if not rows:
+            continue
+        lat = explanation.eval_set.subset(torch.tensor([choice.indices[j] for j in rows]))
+        sweep = sweep_frames(explanation.model, lat, toward_class(edit, cls), style_min, style_max, steps)
+        sweep = np.concatenate([sweep[:steps], sweep[steps + 1:-1]])  # 0..1, then back, ends once
+        for k, j in enumerate(rows):
+            frames[j] = sweep[:, k]
+    return np.stack(frames, axis=1)
+
+
+@one_thread
+def attribute_gifs(explanation: Explanation, method: str, out_dir: str | Path, *, top: int = 4,
+                   n_images: int = 4, steps: int = 6, scale: int = 2, colors: int = 128) -> list[Path]:
+    """One looping GIF per top attribute of ``method``: ``n_images`` held-out images side by side.
+
+    Each image's coordinate moves smoothly from its own value to the target that pushes it
+    towards the other class (shift size 0 -> 1 over ``steps`` frames) and back
+    (:func:`attribute_frames`, ``2 * steps - 2`` frames); the images are those of
+    :func:`plot_attributes` (class 0 images first). Files are named by :func:`gif_name`; one
+    shared palette of ``colors`` colours keeps a 32 px, 4-image GIF at tens of KB.
+    """
+    attrs = explanation.attributes[method]
+    choice = choose_images(explanation, n_images)
+    smin, smax = reference_range(explanation)
+    paths = []
+    for rank in range(min(top, len(attrs))):
+        frames = attribute_frames(explanation, attrs.coords[rank], choice, smin, smax, steps)
+        paths.append(save_gif(frames, Path(out_dir) / gif_name(explanation, method, rank), scale=scale,
+                              colors=colors))
+    return paths
+
+
+def folder_size(path: str | Path) -> tuple[int, int]:
+    """(number of files, total bytes) under ``path``."""
+    files = [p for p in Path(path).rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+__all__ = ["ImageChoice", "Counterfactuals", "attribute_gifs", "attribute_label", "attribute_panel",
+           "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name", "layer_channel",
+           "method_name", "panel_size", "plot_attributes", "plot_effects", "reference_range"]
