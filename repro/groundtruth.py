@@ -387,10 +387,15 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
 
 def load_or_train_probe(profile: Profile, task: TaskConfig, *, device: str | torch.device = "cpu",
                         force: bool = False, progress: bool | None = None) -> AttributeProbe:
-    """The probe of a task's StylEx data (the images its generators imitate), in
-    ``runs/<profile>/<task>/probe``; trained on first use."""
-    return train_probe(task.stylex_data, profile.run_dir(task.name, "probe"), device=device, force=force,
-                       progress=progress)
+    """The probe of a task's StylEx data (the images its generators imitate); trained on first use.
+
+    The probe reads factors, not labels, and its training images depend only on the resolution
+    and the data seed, so tasks that share those share one probe:
+    ``runs/<profile>/probe-<R>px-seed<S>``.
+    """
+    data = task.stylex_data
+    run_dir = Path(profile.run_root) / profile.name / f"probe-{data.resolution}px-seed{data.seed}"
+    return train_probe(data, run_dir, device=device, force=force, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

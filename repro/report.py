@@ -93,8 +93,8 @@ README_CAPTIONS = {
     "stylex_training_runs": "**Training runs** ([notebook 02](notebooks/02_stylex_training.ipynb)): cost of each model on this machine.",
     "reconstruction_metrics": "**Claim 1, reconstruction** ([notebook 03](notebooks/03_reconstruction.ipynb)), held-out test images, fixed noise, EMA generator + EMA encoder.",
     "run_times": "**How long it took** (written by `run_all.sh`): wall-clock seconds per notebook of the run that produced these results.",
-    "attributes_summary": "**Claim 2, attributes** ([notebook 04](notebooks/04_attributes.ipynb)): the top AttFind attributes of each model; pictures and GIFs are under `figures/`.",
+    "top_attributes": "**Claim 2, attributes** ([notebook 04](notebooks/04_attributes.ipynb)): the top AttFind attributes of each model; pictures and GIFs are under `figures/`.",
     "ground_truth": "**Ground truth** ([notebook 04](notebooks/04_attributes.ipynb)): do the found coordinates change the factors the classifier truly uses? Precision@k of the dominant factor (read by an attribute probe) against the classifier's true factor importance (measured by re-rendering with one factor changed).",
-    "user_study": "**Claim 2, user study** ([notebook 05](notebooks/05_user_study.ipynb)): accuracy of a *simulated* observer (an attribute probe, not people) on the report's questionnaire design, beside the report's 0.918 ± 0.038 (people) and the paper's 0.983 ± 0.037.",
+    "user_study_table": "**Claim 2, user study** ([notebook 05](notebooks/05_user_study.ipynb)): accuracy of a *simulated* observer (an attribute probe, not people) on the report's questionnaire design, beside the report's 0.918 ± 0.038 (people) and the paper's 0.983 ± 0.037.",
     "flip_rate_table": "**Claim 3, flip rate of the top-10 coordinates** ([notebook 06](notebooks/06_flip_rate.ipynb)), mean ± std over repeats on held-out images; the report's numbers beside ours for the real-data rows.",
 }
