@@ -1,11 +1,14 @@
 """Speed of the AttFind effect tensor: the batched fast path against the plain one-render-per-edit loop.
 
 Both paths run in one process on the same random generator, classifier, styles and fixed noise;
-the script reports edit renders per second of each, their ratio and the largest difference
-between the two effect tensors, and appends one JSON line to
-``benchmarks/results/attfind_speed.jsonl``. A measurement, not a test.
+the script reports edit renders per second of each (wall clock; the process's CPU seconds are
+recorded too), their ratio and the largest difference between the two effect tensors, and
+appends one JSON line to ``benchmarks/results/attfind_speed.jsonl``. A measurement, not a test.
+On a shared CPU the load average (recorded before and after) moves the numbers a lot, the
+reference path's many small ops most: compare runs under similar load, or pin ``--threads 1``.
 
     python benchmarks/attfind_speed.py --resolution 32 --channels 64 --images 8
+    python benchmarks/attfind_speed.py --threads 1
     python benchmarks/attfind_speed.py --device cuda --resolution 64 --channels 512 --images 16 --coords 512
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -56,11 +60,19 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device):
+    """(result, wall seconds, process CPU seconds)."""
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     sync(device)
-    return out, time.perf_counter() - start
+    return out, time.perf_counter() - start, time.process_time() - cpu
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,11 +85,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256, help="fast path renders per call")
     parser.add_argument("--classifier", choices=("mobilenet", "tiny"), default="mobilenet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attfind_speed.jsonl"))
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    load_before = load_average()
     torch.manual_seed(args.seed)
     G = Generator(args.resolution, args.channels).to(device).eval()
     C = (build_classifier(2) if args.classifier == "mobilenet" else tiny_classifier()).to(device).eval()
@@ -97,9 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     compute_effects_reference(G, C, *one, smin, smax, coords=[0], progress=False)
 
     kwargs = dict(coords=coords, progress=False)
-    fast, t_fast = timed(lambda: compute_effects(G, C, conv, rgb, noise, smin, smax,
-                                                 batch_size=args.batch_size, **kwargs), device)
-    ref, t_ref = timed(lambda: compute_effects_reference(G, C, conv, rgb, noise, smin, smax, **kwargs), device)
+    fast, t_fast, cpu_fast = timed(lambda: compute_effects(G, C, conv, rgb, noise, smin, smax,
+                                                           batch_size=args.batch_size, **kwargs), device)
+    ref, t_ref, cpu_ref = timed(lambda: compute_effects_reference(G, C, conv, rgb, noise, smin, smax, **kwargs),
+                                device)
     diff = float((fast.effect - ref.effect).abs().max())
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -108,9 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"resolution": args.resolution, "channels": args.channels, "images": args.images,
                    "num_styles": S, "coords": num_coords, "conv_layers": len(G.style_dims),
                    "batch_size": args.batch_size, "classifier": args.classifier, "seed": args.seed},
+        "load_average": {"before": load_before, "after": load_average()},
         "edit_renders": edit_renders,
-        "batched": {"seconds": round(t_fast, 3), "renders_per_s": round(edit_renders / t_fast, 2)},
-        "reference": {"seconds": round(t_ref, 3), "renders_per_s": round(edit_renders / t_ref, 2)},
+        "batched": {"seconds": round(t_fast, 3), "cpu_seconds": round(cpu_fast, 3),
+                    "renders_per_s": round(edit_renders / t_fast, 2)},
+        "reference": {"seconds": round(t_ref, 3), "cpu_seconds": round(cpu_ref, 3),
+                      "renders_per_s": round(edit_renders / t_ref, 2)},
         "ratio": round(t_ref / t_fast, 2),
         "max_abs_diff": diff,
     }

@@ -7,7 +7,9 @@ The algorithm has two halves with very different costs:
    1: to its maximum), render the image with ``s_i <- s_i + shift * (target - s_i)``, classify it
    and record the change of both logits. That is ``N x 2S`` renders. The fast path takes the
    synthesis state at the input of layer ``l`` once per image and resumes from it for all the
-   edits of layer ``l`` in large batches, so the early layers are never recomputed;
+   edits of layer ``l`` in large batches, so the early layers are never recomputed, the edited
+   layer costs no convolution per edit, and the generator and classifier run their inference
+   forms (``repro.networks.InferenceSynthesis``, BatchNorm folded, channels_last);
    :func:`compute_effects_reference` is the plain one-render-per-edit loop it is tested against.
 2. **Selection** (cheap, :func:`run_attfind`): the authors' notebook semantics on the effect
    tensor: drop unstable images, greedily pick coordinates per class with soft image removal,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from repro.networks import Generator, InferenceSynthesis
 from repro.utils import progress_enabled, tqdm
 
 VARIANTS = ("two-class", "one-vs-all", "image-fraction")
@@ -307,6 +311,38 @@ def classify(classifier: nn.Module, img: torch.Tensor) -> torch.Tensor:
     return classifier(img.clamp(-1.0, 1.0).contiguous()).float()
 
 
+def _fast_classifier(classifier: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`classify`, faster: an inference copy of the (eval-mode) classifier with BatchNorm
+    folded into the convolutions (``torch.fx``) and channels_last weights and inputs. Falls back
+    to the classifier as it is, with a warning, when it cannot be traced."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        fused = fuse(classifier).to(memory_format=torch.channels_last)
+    except Exception as err:  # fx raises many types on untraceable models
+        warnings.warn(f"could not fold the classifier's BatchNorm with torch.fx ({err!r}); using it as it is")
+        return lambda img: classify(classifier, img)
+    return lambda img: fused(img.clamp(-1.0, 1.0).contiguous(memory_format=torch.channels_last)).float()
+
+
+# Largest generator activation per pass on CPU: cache-friendly, and below glibc's 32 MiB mmap
+# threshold, above which each new tensor is mapped (and page-faulted in) afresh.
+_CPU_PASS_BYTES = 8 * 2 ** 20
+
+
+def _rows_per_pass(G: Generator, device: torch.device, batch_size: int) -> int:
+    """Edit renders per generator pass: ``batch_size``, capped on CPU so that one activation
+    [rows, channels, resolution, resolution] (float32) stays within ``_CPU_PASS_BYTES``."""
+    if device.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, _CPU_PASS_BYTES // (4 * G.channels * G.resolution ** 2)))
+
+
+def _slices(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(total)``."""
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
+
+
 def _prepare_inputs(G: nn.Module, conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
                     noise: Sequence[torch.Tensor] | None) -> tuple[list[torch.Tensor], list[torch.Tensor],
                                                                   list[torch.Tensor], torch.device]:
@@ -351,7 +387,7 @@ def _flat_targets(style_min: torch.Tensor, style_max: torch.Tensor, num_styles: 
 # ---------------------------------------------------------------------------------------------
 # The effect tensor
 
-def compute_effects(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
                     rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                     style_min: torch.Tensor, style_max: torch.Tensor, *, shift_size: float = 1.0,
                     batch_size: int = 256, coords: Iterable[int] | None = None,
@@ -359,14 +395,14 @@ def compute_effects(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[t
     """The AttFind effect tensor, batched (the fast path).
 
     Args:
-        G: a ``repro.networks.Generator`` (anything with ``synthesis(conv, rgb, noise, start_layer=,
-            state=, return_states=)`` whose states support ``.index(idx)``).
+        G: a ``repro.networks.Generator``.
         classifier: images in [-1, 1] -> logits [B, 2].
         conv_styles / rgb_styles: per layer [N, C_l] styles of the N images (``G.styles(w)``).
         noise: per conv layer [N, ...] fixed noise, one per image (None: zero noise).
         style_min / style_max: [S] edit targets (usually :func:`style_range` of these images).
         shift_size: s_i <- s_i + shift_size * (target - s_i).
-        batch_size: renders per synthesis call.
+        batch_size: renders per classifier call; the generator renders them in passes of at
+            most this many rows (fewer on CPU, see :func:`_rows_per_pass`).
         coords: flat indices to compute (default: all); the others stay 0 in the result.
         progress: tqdm bar over images x layers (None: the REPRO_PROGRESS default).
 
@@ -374,14 +410,20 @@ def compute_effects(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[t
         :class:`EffectResult` whose ``effect[n, d, i, c]`` (float32, CPU, [N, 2, S, 2]) is
         logits_c(render with s_i moved towards min (d=0) / max (d=1)) - base_logits[n, c].
 
-    How: for a chunk of images, one full render records the synthesis state at the input of
-    every conv layer. Each edit of a coordinate in layer ``l`` leaves layers < l untouched, so
-    its render resumes from that state: the batch holds, for every image of the chunk, both
-    directions of every selected coordinate of layer ``l`` (state and noise are gathered per
-    row), and only layers >= l are run. Images are chunked so one layer's edits fill a batch.
+    How: renders go through :class:`repro.networks.InferenceSynthesis` (one shared-weight conv
+    per layer over the whole batch instead of a grouped conv with a weight per image) and the
+    classifier through an inference copy (:func:`_fast_classifier`). For a chunk of images one
+    render records the synthesis state at the input of every conv layer; an edit of layer ``l``
+    leaves layers < l untouched, so its render resumes from that state, and the edited layer
+    itself costs no convolution per edit (``InferenceSynthesis.render_edits``): only layers > l
+    and the classifier run per edit. Images are chunked so that one layer's edits (every image
+    of the chunk, both directions, every selected channel) fill a classifier batch. Edits that
+    leave the style unchanged are not rendered: their effect is exactly 0, as in the reference.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(G, Generator):
+        raise TypeError(f"compute_effects needs a repro.networks.Generator, got {type(G).__name__}")
     conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
     n_images = conv[0].shape[0]
     dims = [c.shape[1] for c in conv]
@@ -393,40 +435,46 @@ def compute_effects(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[t
                       for l in range(len(dims))]
     max_rows = max(2 * len(ch) for ch in layer_channels)
     image_chunk = max(1, min(n_images, batch_size // max(1, max_rows)))
+    rows_per_pass = _rows_per_pass(G, device, batch_size)
 
     effect = torch.zeros(n_images, 2, num_styles, 2, device=device)  # filled on the device, copied once
     base_logits = torch.zeros(n_images, 2, device=device)
     bar = tqdm(total=n_images * len(dims), desc="AttFind effects", unit="img-layer",
                enabled=progress_enabled(progress))
     with _eval_mode(G, classifier), torch.inference_mode():
+        synthesis = InferenceSynthesis(G)
+        classify_fast = _fast_classifier(classifier)
+        base_images = torch.cat([synthesis.synthesis([c[part] for c in conv], [r[part] for r in rgb],
+                                                     [t[part] for t in noise_t])
+                                 for part in _slices(n_images, rows_per_pass)])
+        for part in _slices(n_images, batch_size):
+            base_logits[part] = classify_fast(base_images[part])
         for start in range(0, n_images, image_chunk):
             stop = min(start + image_chunk, n_images)
+            n = stop - start
             conv_c, rgb_c = [c[start:stop] for c in conv], [r[start:stop] for r in rgb]
             noise_c = [t[start:stop] for t in noise_t]
-            img, states = G.synthesis(conv_c, rgb_c, noise_c, return_states=True)
-            base_c = classify(classifier, img)
-            base_logits[start:stop] = base_c
+            _, states = synthesis.synthesis(conv_c, rgb_c, noise_c, return_states=True)
             for layer, channels in enumerate(layer_channels):
                 m = len(channels)
-                rows_total = (stop - start) * 2 * m
-                for r0 in range(0, rows_total, batch_size):
-                    rows = torch.arange(r0, min(rows_total, r0 + batch_size), device=device)
-                    img_i = rows // (2 * m)
-                    direction = (rows % (2 * m)) // m
-                    channel = channels[rows % m]
-                    flat = channel + int(offsets[layer])
-                    # layers before `layer` are not run when resuming: pass them ungathered
-                    styles = [c[img_i] if j >= layer else c for j, c in enumerate(conv_c)]
-                    s = styles[layer]
-                    ar = torch.arange(len(rows), device=device)
-                    current = s[ar, channel]
-                    target = torch.where(direction == 0, smin[flat], smax[flat])
-                    s[ar, channel] = current + shift_size * (target - current)
-                    out = G.synthesis(styles, [r[img_i] for r in rgb_c], [t[img_i] if j >= layer else t for j, t in enumerate(noise_c)],
-                                      start_layer=layer,
-                                      state=None if layer == 0 else states[layer].index(img_i))
-                    effect[img_i + start, direction, flat] = classify(classifier, out) - base_c[img_i]
-                bar.update(stop - start)
+                # rows: image-major, then direction, then channel
+                image = torch.arange(n, device=device).repeat_interleave(2 * m)
+                direction = torch.arange(2, device=device).repeat_interleave(m).repeat(n)
+                channel = channels.repeat(2 * n)
+                flat = channel + int(offsets[layer])
+                current = conv_c[layer][image, channel]
+                target = torch.where(direction == 0, smin[flat], smax[flat])
+                value = current + shift_size * (target - current)
+                # a null edit (the image holds the target already: with style_range targets, one
+                # image per coordinate and direction) renders the base image; its effect stays 0
+                moved = value != current
+                image, direction, channel, flat, value = (t[moved] for t in (image, direction, channel, flat, value))
+                images = synthesis.render_edits(layer, states[layer], conv_c, rgb_c, noise_c, image, channel, value,
+                                                rows_per_pass=rows_per_pass)
+                for rows in _slices(len(image), batch_size):
+                    img_i = image[rows] + start
+                    effect[img_i, direction[rows], flat[rows]] = classify_fast(images[rows]) - base_logits[img_i]
+                bar.update(n)
     bar.close()
     return EffectResult(effect.cpu().clone(), base_logits.cpu().clone(), dims, smin.float().cpu().clone(),
                         smax.float().cpu().clone(), computed, float(shift_size))

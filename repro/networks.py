@@ -12,7 +12,9 @@ StyleSpace (Wu et al.) is explicit rather than hidden inside the layers' forward
 ``G(w, noise)`` is exactly ``G.synthesis(*G.styles(w), noise)``. ``synthesis(...,
 return_states=True)`` also returns the input of every conv layer, and ``synthesis(...,
 start_layer=l, state=states[l])`` resumes there, so an edit of layer ``l`` only recomputes
-layers ``>= l`` (what makes AttFind's ``N x 2S`` renders affordable).
+layers ``>= l`` (what makes AttFind's ``N x 2S`` renders affordable). ``InferenceSynthesis(G)``
+computes the same function faster for inference (non-fused modulation: one shared-weight conv
+over the batch) and renders single-coordinate edits of a layer without a conv per edit.
 
 Architecture notes (StyleGAN2, Karras et al. 2020, config F, with uniform width):
 - equalized learning rate: weights are N(0, 1) and scaled by 1/sqrt(fan_in) at run time;
@@ -42,7 +44,7 @@ import torchvision
 from torch import Tensor, nn
 
 __all__ = [
-    "Generator", "SynthesisState", "SynthesisLayer", "ToRGB", "MappingNetwork", "ResidualTrunk",
+    "Generator", "InferenceSynthesis", "SynthesisState", "SynthesisLayer", "ToRGB", "MappingNetwork", "ResidualTrunk",
     "Encoder", "Discriminator", "EqualLinear", "EqualConv2d", "modulated_conv2d", "flatten_styles",
     "unflatten_styles", "style_index", "flat_index", "edit_styles", "build_classifier",
     "assert_shape",
@@ -397,6 +399,170 @@ class Generator(nn.Module):
         """All-zero noise maps (the deterministic 'no noise' render)."""
         device = torch.device(device) if device is not None else self.const.device
         return [torch.zeros(batch, *shape, device=device) for shape in self.noise_shapes]
+
+
+# ---------------------------------------------------------------------------------------------
+# inference fast path (CPU-friendly; used by AttFind)
+
+class InferenceSynthesis:
+    """The synthesis network of a :class:`Generator`, computed a faster way for inference only.
+
+    ``Generator.synthesis`` modulates by folding each image's style into its own copy of the
+    conv weight and running one grouped convolution ("fused" modulation, as in training). Here
+    the modulation is "non-fused": activations are scaled by the style, ONE convolution with the
+    shared weight runs over the whole batch, and the demodulation coefficients
+    ``rsqrt(style^2 @ sum_k(w^2)^T + 1e-8)`` scale its output; activations are channels_last,
+    the leaky-ReLU gain is folded into the epilogue and the ToRGB 1x1 convs are batched matrix
+    products. Same function as ``Generator.synthesis`` up to float rounding (tested).
+
+    :meth:`render_edits` renders many single-coordinate edits of one layer from that layer's
+    input state, computing the edited layer itself without a convolution per edit (see there).
+
+    A snapshot of the generator's weights when built: rebuild it after they change. Every
+    method runs under ``torch.inference_mode``.
+
+    Parameters:
+        G: the generator to snapshot.
+    """
+
+    def __init__(self, G: Generator):
+        with torch.inference_mode():
+            self.G = G
+            self.weight = [layer.weight * layer.weight_gain for layer in G.layers]
+            self.weight_sq = [w.square().sum(dim=[2, 3]).t().contiguous() for w in self.weight]  # [C_in, C_out]
+            self.bias = [(layer.bias * LRELU_GAIN).view(1, -1, 1, 1) for layer in G.layers]
+            self.noise_gain = [layer.noise_strength * LRELU_GAIN for layer in G.layers]
+            self.rgb_weight = [(t.weight * t.weight_gain).flatten(1) for t in G.to_rgb]  # [img_channels, C]
+            self.rgb_bias = [t.bias.view(1, -1, 1, 1) for t in G.to_rgb]
+
+    # -- one layer -------------------------------------------------------------------------
+    def _demodulation(self, layer: int, style: Tensor) -> Tensor:
+        """[B, C_out, 1, 1]: demodulation coefficient times the leaky-ReLU gain."""
+        return (torch.rsqrt(style.square() @ self.weight_sq[layer] + 1e-8) * LRELU_GAIN)[:, :, None, None]
+
+    def _epilogue(self, layer: int, y: Tensor, demod: Tensor, noise: Tensor | None) -> Tensor:
+        """lrelu(demod * y + noise * strength + bias) * gain, in place on the conv output ``y``
+        (in-place passes skip the allocation); the gain is folded into ``demod`` and the bias
+        (lrelu is positively homogeneous)."""
+        if noise is None:
+            noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3], device=y.device, dtype=y.dtype)
+        y.mul_(demod).add_(self.bias[layer]).add_(noise * self.noise_gain[layer])
+        return F.leaky_relu_(y, 0.2)
+
+    def _layer(self, layer: int, x: Tensor, style: Tensor, noise: Tensor | None) -> Tensor:
+        x = (x * style[:, :, None, None]).contiguous(memory_format=torch.channels_last)
+        if self.G.layers[layer].up:  # scaling commutes with the (per-channel) upsampling: scale first
+            x = _upsample2x(x)
+        y = F.conv2d(x, self.weight[layer], padding=1)
+        return self._epilogue(layer, y, self._demodulation(layer, style), noise)
+
+    def _to_rgb(self, r: int, x: Tensor, style: Tensor) -> Tensor:
+        """The modulated 1x1 conv as a batched matrix product with per-image weights [B, 3, C]."""
+        b, _, h, w = x.shape
+        y = torch.bmm(self.rgb_weight[r].unsqueeze(0) * style.unsqueeze(1), x.flatten(2))  # [B, 3, HW]
+        return y.view(b, -1, h, w) + self.rgb_bias[r]
+
+    def _run(self, start: int, x: Tensor, img: Tensor | None, conv_styles: Sequence[Tensor],
+             rgb_styles: Sequence[Tensor], noise: Sequence[Tensor] | None,
+             states: list[SynthesisState | None] | None = None) -> Tensor:
+        """Conv layers ``start..`` from their input ``x`` and skip image ``img``; records states."""
+        for l in range(start, self.G.num_conv_layers):
+            if states is not None:
+                states[l] = SynthesisState(x, img)
+            x = self._layer(l, x, conv_styles[l], None if noise is None else noise[l])
+            img = self._after_conv(l, x, img, rgb_styles)
+        return img
+
+    def _after_conv(self, layer: int, x: Tensor, img: Tensor | None, rgb_styles: Sequence[Tensor]) -> Tensor | None:
+        r = self.G.rgb_after(layer)
+        if r is None:
+            return img
+        y = self._to_rgb(r, x, rgb_styles[r])
+        return y if img is None else _upsample2x(img) + y
+
+    # -- public ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def synthesis(self, conv_styles: Sequence[Tensor], rgb_styles: Sequence[Tensor],
+                  noise: Sequence[Tensor] | None = None, *, start_layer: int = 0,
+                  state: SynthesisState | None = None,
+                  return_states: bool = False) -> Tensor | tuple[Tensor, list[SynthesisState | None]]:
+        """Same contract and result as :meth:`Generator.synthesis`, computed the inference way."""
+        G = self.G
+        if not 0 <= start_layer < G.num_conv_layers:
+            raise ValueError(f"start_layer must be in [0, {G.num_conv_layers}), got {start_layer}")
+        if state is None and start_layer > 0:
+            raise ValueError("resuming at start_layer > 0 needs state=states[start_layer]")
+        if len(conv_styles) != G.num_conv_layers or len(rgb_styles) != G.num_rgb_layers:
+            raise AssertionError(f"expected {G.num_conv_layers} conv and {G.num_rgb_layers} ToRGB styles, "
+                                 f"got {len(conv_styles)} and {len(rgb_styles)}")
+        batch = conv_styles[start_layer].shape[0]
+        if state is None:
+            state = SynthesisState(G.const.unsqueeze(0).expand(batch, -1, -1, -1), None)
+        assert_shape(state.x, [batch, G.channels, None, None], "state.x")
+        states: list[SynthesisState | None] | None = [None] * G.num_conv_layers if return_states else None
+        img = self._run(start_layer, state.x, state.img, conv_styles, rgb_styles, noise, states)
+        return (img, states) if return_states else img
+
+    @torch.inference_mode()
+    def render_edits(self, layer: int, state: SynthesisState, conv_styles: Sequence[Tensor],
+                     rgb_styles: Sequence[Tensor], noise: Sequence[Tensor], image: Tensor, channel: Tensor,
+                     value: Tensor, rows_per_pass: int | None = None) -> Tensor:
+        """Render R single-coordinate edits of conv layer ``layer`` of a batch of n images.
+
+        Row ``r`` is image ``image[r]`` rendered with ``conv_styles[layer][image[r], channel[r]]``
+        set to ``value[r]``, everything else (styles, noise) as given: the same image as
+        ``synthesis`` of the edited styles. ``state`` is the batch's ``states[layer]`` (from
+        ``synthesis(..., return_states=True)``): the layers before ``layer`` are not run.
+
+        The edited layer needs no convolution per edit: the conv is linear in the modulated
+        input, so with ``u`` the layer's (upsampled) input and ``z = conv(u * s, w)`` computed
+        once per image, changing style ``c`` by ``delta`` gives ``z + delta * conv(u_c, w[:, c])``,
+        a single-input-channel conv (1/C of a full one) done as a 9-tap batched matrix product;
+        the demodulation is recomputed from the edited style. Only the later layers run per edit,
+        ``rows_per_pass`` rows at a time (default: all).
+
+        Args:
+            image / channel / value: [R] batch index (long), channel of ``layer`` (long), new value.
+        Returns:
+            [R, img_channels, resolution, resolution].
+        """
+        G = self.G
+        n = state.batch
+        assert_shape(conv_styles[layer], [n, G.style_dims[layer]], f"conv_styles[{layer}]")
+        assert_shape(noise[layer], [n, *G.noise_shapes[layer]], f"noise[{layer}]")
+        rows = image.shape[0]
+        if channel.shape != (rows,) or value.shape != (rows,):
+            raise AssertionError(f"image, channel and value must be [R]; got {list(image.shape)}, "
+                                 f"{list(channel.shape)}, {list(value.shape)}")
+        if rows == 0:
+            return state.x.new_zeros(0, G.img_channels, G.resolution, G.resolution)
+        style = conv_styles[layer]
+        u = state.x.contiguous(memory_format=torch.channels_last)
+        if G.layers[layer].up:
+            u = _upsample2x(u)
+        weight = self.weight[layer]
+        c_out, h, w = weight.shape[0], u.shape[2], u.shape[3]
+        z = F.conv2d(u * style[:, :, None, None], weight, padding=1)  # [n, C_out, H, W], unedited
+        # per-row weight of the edited input channel times its change: [R, 9, C_out]
+        delta = value - style[image, channel]
+        w_edit = weight[:, channel].permute(1, 2, 3, 0).reshape(rows, 9, c_out) * delta[:, None, None]
+        edited = style[image]  # a copy: advanced indexing
+        edited[torch.arange(rows, device=edited.device), channel] = value
+        step = rows if rows_per_pass is None else max(1, rows_per_pass)
+        images = []
+        for r0 in range(0, rows, step):
+            sl = slice(r0, r0 + step)
+            img_r, ch_r = image[sl], channel[sl]
+            taps = F.unfold(u[img_r, ch_r].unsqueeze(1), 3, padding=1).transpose(1, 2)  # [r, HW, 9]
+            y = z[img_r]  # channels_last, like z
+            y.permute(0, 2, 3, 1).view(len(img_r), h * w, c_out).baddbmm_(taps, w_edit[sl])
+            x = self._epilogue(layer, y, self._demodulation(layer, edited[sl]), noise[layer][img_r])
+            rgb_r = [t[img_r] for t in rgb_styles]
+            img = self._after_conv(layer, x, None if state.img is None else state.img[img_r], rgb_r)
+            if layer + 1 < G.num_conv_layers:
+                img = self._run(layer + 1, x, img, [c[img_r] for c in conv_styles], rgb_r, [t[img_r] for t in noise])
+            images.append(img)
+        return torch.cat(images)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,6 +72,43 @@ def test_effects_chunking_subset_and_shift(tiny_setup):
     assert fast.computed.sum() == len(coords)
 
 
+class _DataDependent(nn.Module):
+    """A classifier torch.fx cannot trace (control flow on a tensor's value)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) if x.sum() > -1e9 else -self.inner(x)
+
+
+def test_effects_with_batchnorm_and_untraceable_classifiers(tiny_setup):
+    """The fast path folds BatchNorm into the classifier's convs (and puts it in eval mode, then
+    back); a classifier it cannot trace is used as it is, with a warning. Same effects."""
+    G, _, conv, rgb, noise, smin, smax = tiny_setup
+    torch.manual_seed(3)
+    C = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    with torch.no_grad():
+        C[1].running_mean.normal_(0.0, 0.5)
+        C[1].running_var.uniform_(0.5, 2.0)
+        C[1].weight.normal_(1.0, 0.3)
+        C[1].bias.normal_(0.0, 0.3)
+        C[-1].weight.mul_(20.0)
+    S = sum(c.shape[1] for c in conv)
+    coords = [0, 9, 30, S - 1]
+    ref = compute_effects_reference(G, C, conv, rgb, noise, smin, smax, coords=coords, progress=False)
+    assert ref.effect.abs().max() > 1e-2
+    C.train()
+    fast = compute_effects(G, C, conv, rgb, noise, smin, smax, coords=coords, progress=False)
+    assert C.training
+    torch.testing.assert_close(fast.effect, ref.effect, atol=1e-4, rtol=1e-4)
+    with pytest.warns(UserWarning, match="torch.fx"):
+        fallback = compute_effects(G, _DataDependent(C), conv, rgb, noise, smin, smax, coords=coords, progress=False)
+    torch.testing.assert_close(fallback.effect, ref.effect, atol=1e-4, rtol=1e-4)
+
+
 def test_effect_of_a_null_edit_is_zero(tiny_setup):
     """Targets equal to the current styles change nothing: the resumed render equals the base one."""
     G, C, conv, rgb, noise, _, _ = tiny_setup
