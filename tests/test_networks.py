@@ -293,6 +293,9 @@ def test_device_agnostic_on_the_meta_device():
     img, states = G.synthesis(conv, rgb, noise, return_states=True)
     edited = edit_styles(conv, [5, 50], 1.0)
     resumed = G.synthesis(edited, rgb, G.zero_noise(2), start_layer=3, state=states[3])
+    fast = InferenceSynthesis(G)
+    rows = torch.tensor([0, 1], device="meta")
+    edits = fast.render_edits(3, states[3], conv, rgb, noise, rows, rows, torch.ones(2, device="meta"))
     c = torch.rand(2, 2, device="meta")
-    outs = [img, resumed, noise[0], E(img), D(img, c), G(w)]
+    outs = [img, resumed, noise[0], E(img), D(img, c), G(w), fast.synthesis(conv, rgb, noise), edits]
     assert all(t.device.type == "meta" for t in outs)
