@@ -66,7 +66,7 @@ echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks 
 if [[ -z $only ]]; then
     # Wall-clock times of this run (finished stages are reused, so a re-run is faster: see --force).
     {
-        echo "Profile \`$profile\` on $(nproc) CPU cores ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); reused finished stages: $([[ $force == True ]] && echo no || echo 'yes, where present'); set-up: ${setup_seconds} s."
+        echo "Profile \`$profile\` on $(nproc --all) CPU cores (torch threads: ${OMP_NUM_THREADS:-default}) ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); reused finished stages: $([[ $force == True ]] && echo no || echo 'yes, where present'); set-up: ${setup_seconds} s."
         echo
         echo "$times"
         echo "| **all notebooks** | **$((SECONDS - total))** |"
