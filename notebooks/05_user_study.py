@@ -146,8 +146,8 @@ for t in tasks:
 # ## 4. Analysis: every answer file present
 # Accuracy of a question = the share of its answers that are correct; overall and per attribute
 # = mean ± population std over questions. The report's ± is read the same way (its 0.038 is
-# below the 0.065 that binomial noise alone gives a per-participant std on 18 questions, and
-# matches a std over questions).
+# below sqrt(0.918 x 0.082 / 18) = 0.065, the per-participant std that binomial noise alone gives
+# on 18 questions, so it cannot be a std over participants; it matches a std over questions).
 
 # %%
 analyses = {name: userstudy.analyse(folder / userstudy.ANSWERS, manifest) for name, (_, folder, manifest) in studies.items()}

@@ -228,7 +228,8 @@ def _default() -> Profile:
         # Without LPIPS weights (no download here) the image term is L1 alone; at 0.1 it is too
         # weak for a short CPU run (ENVIRONMENT.md: weight 5 gave clearly better held-out L1).
         stylex=StylExConfig(channels=64, batch_size=16, iterations=400, losses=LossWeights(img_l1=5.0)),
-        # AttFind costs 2S = 896 renders per image (~150 renders/s on 2 cores): 32 images.
+        # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~465 renders/s at
+        # 1 thread; ~65 s per model for 32 images in the default run): 32 images.
         eval=EvalConfig(attfind_images=32, repeats=5, images_per_repeat=80,
                         curve_ks=[1, 2, 3, 5, 7, 10, 15, 20]),
     )
