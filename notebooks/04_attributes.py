@@ -39,6 +39,8 @@ device = "auto"
 force = False
 
 # %%
+import json
+
 from IPython.display import Image, Markdown, display
 
 from repro import attribute_figures as af
@@ -181,6 +183,7 @@ else:
                                                                   importance=imp, k=TOP, device=dev)
     gt_table = report.markdown_table(groundtruth.fidelity_rows(gt_results))
     (ctx.figures / "ground_truth.md").write_text(gt_table + "\n")
+    (ctx.figures / "ground_truth.json").write_text(json.dumps(list(gt_results.values()), indent=1, default=list) + "\n")
     display(Markdown(gt_table))
     groundtruth.plot_fidelity(gt_results, ctx.figures / "ground_truth.png")
     print(f"ground truth of {len(gt_results)} models in {t_gt['seconds']:.0f} s")

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from repro.attfind import Attributes, _eval_mode, _prepare_inputs, classify, style_range
+from repro.attfind import (Attributes, _eval_mode, _fast_classifier, _prepare_inputs, classify, decode_index,
+                           style_range)
+from repro.networks import Generator, InferenceSynthesis, SynthesisState
 from repro.utils import progress_enabled, tqdm
 
 AttributesOrFactory = Attributes | Callable[[int], Attributes]
@@ -126,11 +128,24 @@ class FlipCurve:
 # ---------------------------------------------------------------------------------------------
 # Core: flipped[k, n] for several k in one pass over the images
 
+# Resume edited renders from the first edited layer's stored input only while those inputs take
+# at most this much memory (else every edited render starts from the constant).
+_MAX_STATE_BYTES = 512 * 2 ** 20
+
+
 def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
                  rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                  coords: Sequence[tuple[int, int]], ks: Sequence[int], style_min: torch.Tensor | None,
-                 style_max: torch.Tensor | None, batch_size: int, progress: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(flipped bool [len(ks), N], base_class [N]); edits for every k share the base renders."""
+                 style_max: torch.Tensor | None, batch_size: int, progress: bool | None,
+                 fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flipped bool [len(ks), N], base_class [N]); edits for every k share the base renders.
+
+    With ``fast`` and a :class:`repro.networks.Generator`, renders go through
+    :class:`repro.networks.InferenceSynthesis` and the BatchNorm-folded classifier (as AttFind's
+    effects do), and edited renders resume from the stored input of the first layer any of the
+    top coordinates lives in. Otherwise (or for any other generator) ``G.synthesis`` and
+    :func:`repro.attfind.classify` render every image from the start: the reference path.
+    """
     conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
     dims = [c.shape[1] for c in conv]
     flat = torch.cat(conv, 1)
@@ -150,12 +165,31 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
     rows_total = len(ks) * n_images
     bar = tqdm(total=n_images + rows_total, desc="flip rate", unit="render", enabled=progress_enabled(progress))
     with _eval_mode(G, classifier), torch.inference_mode():
+        fast = fast and isinstance(G, Generator)
+        if fast:
+            synthesis, classify_fn = InferenceSynthesis(G).synthesis, _fast_classifier(classifier)
+            start_layer = min((decode_index(i, dims)[0] for _, i in top), default=0)
+        else:
+            synthesis, classify_fn, start_layer = G.synthesis, (lambda img: classify(classifier, img)), 0
         base_class = torch.empty(n_images, dtype=torch.long, device=device)
+        parts: list[SynthesisState] = []
         for start in range(0, n_images, batch_size):
             sl = slice(start, min(start + batch_size, n_images))
-            img = G.synthesis([c[sl] for c in conv], [r[sl] for r in rgb], [t[sl] for t in noise_t])
-            base_class[sl] = classify(classifier, img).argmax(1)
+            args = ([c[sl] for c in conv], [r[sl] for r in rgb], [t[sl] for t in noise_t])
+            if start_layer > 0:
+                img, states = synthesis(*args, return_states=True)
+                parts.append(states[start_layer])
+                per_image = sum(t.numel() * t.element_size() for t in (parts[0].x, parts[0].img) if t is not None)
+                if per_image / parts[0].batch * n_images > _MAX_STATE_BYTES:
+                    start_layer, parts = 0, []  # too big to keep: edited renders start from the constant
+            else:
+                img = synthesis(*args)
+            base_class[sl] = classify_fn(img).argmax(1)
             bar.update(sl.stop - sl.start)
+        state = None
+        if start_layer > 0:
+            state = SynthesisState(torch.cat([p.x for p in parts]),
+                                   None if parts[0].img is None else torch.cat([p.img for p in parts]))
         flipped = torch.empty(rows_total, dtype=torch.bool, device=device)
         for start in range(0, rows_total, batch_size):
             rows = torch.arange(start, min(start + batch_size, rows_total), device=device)
@@ -167,8 +201,12 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
                 applied = torch.where(b == 1, d, 1 - d)
                 target = torch.where(applied == 0, smin[i], smax[i])
                 s[:, i] = torch.where(active, target, s[:, i])
-            img = G.synthesis(list(torch.split(s, dims, 1)), [r[n_i] for r in rgb], [t[n_i] for t in noise_t])
-            flipped[rows] = classify(classifier, img).argmax(1) != b
+            args = (list(torch.split(s, dims, 1)), [r[n_i] for r in rgb], [t[n_i] for t in noise_t])
+            if start_layer > 0:
+                img = synthesis(*args, start_layer=start_layer, state=state.index(n_i))
+            else:
+                img = synthesis(*args)
+            flipped[rows] = classify_fn(img).argmax(1) != b
             bar.update(len(rows))
     bar.close()
     return flipped.reshape(len(ks), n_images).cpu(), base_class.cpu()

@@ -6,7 +6,9 @@ things the paper could only ask people about can be measured here:
 1. **What the classifier truly uses** (:func:`factor_importance`): re-render held-out images
    with one factor changed and everything else (the per-image detail included) kept, and measure
    how much the classifier's decision margin moves. This includes the task's spurious factor,
-   which a classifier trained on planted data may have learned as a shortcut.
+   which a classifier trained on planted data may have learned as a shortcut. The same
+   measurement with only the meaningless per-image detail re-drawn is the noise floor: a factor
+   is *used* only when it moves the decision clearly more than that (:func:`used_factors`).
 2. **What an explanation's coordinates change** (:func:`coordinate_factors`): an
    :class:`AttributeProbe` (a small CNN trained on freshly rendered images to read every factor
    back) is applied to held-out images before and after a StyleSpace edit; the factor that moves
@@ -55,8 +57,10 @@ CYCLIC = ("fur_hue", "bg_hue")  # hues: 0 and 1 are the same colour
 PROBE_SEED_OFFSET = 1_000_003  # the probe's renders use data.seed + this: never the classifier's images
 MAX_PROBE_IMAGES = 8_192  # probe training images at most (the data set's n_train below that)
 PROBE_PASSES = 32_768  # image passes of probe training; epochs = PROBE_PASSES // n_train, within [2, 4]
-USED_THRESHOLD = 0.1  # a factor is "used" when its importance is >= this share of the largest
+USED_THRESHOLD = 0.25  # a factor is "used" when its importance is >= this share of the largest,
+NULL_RATIO = 2.0  # ... >= this multiple of the null importance (only the per-image detail re-drawn),
 USED_MIN_IMPORTANCE = 0.01  # ... and at least this (logits): a constant classifier uses nothing
+NULL = "null (detail re-drawn)"  # the key of the null importance in factor_importance's result
 MIN_CHANGE = 0.05  # an edit whose summed factor change is below this (normalised units) changes nothing
 
 _FACTOR = {f.name: f for f in FACTORS}
@@ -121,6 +125,11 @@ def factor_importance(classifier: nn.Module, data: DataConfig, *, n: int = 512, 
     Importance = mean over the ``n`` images of ``|m(b) - m(a)|`` where ``m = logit[1] - logit[0]``
     is the classifier's decision margin: the largest change of the decision that factor alone can
     cause. Units: logits. The classifier must already be on ``device``.
+
+    The result also holds, under the key ``NULL``, the same measurement for a change that means
+    nothing: every image re-rendered with another image's ``detail_seed`` (wrinkle jitter,
+    hairline, stripes, gaze). A classifier is never perfectly invariant, so every factor moves its
+    margin a little; the null says how much "a little" is for this classifier.
     """
     if data.dataset != "synthetic":
         raise ValueError(f"factor importance needs the synthetic data set (known factors), not {data.dataset!r}")
@@ -137,17 +146,33 @@ def factor_importance(classifier: nn.Module, data: DataConfig, *, n: int = 512, 
         a, b = _endpoints(factors, name)
         change = margin(intervene(factors, name, b)) - margin(intervene(factors, name, a))
         importance[name] = float(change.abs().mean())
+    detail = factors[:, _COLUMN["detail_seed"]]
+    change = margin(intervene(factors, "detail_seed", np.roll(detail, 1))) - margin(factors)
+    importance[NULL] = float(change.abs().mean())
     return importance
 
 
+def used_floor(importance: Mapping[str, float], threshold: float = USED_THRESHOLD, *,
+               null_ratio: float = NULL_RATIO, min_importance: float = USED_MIN_IMPORTANCE) -> float:
+    """The importance a factor needs to count as used: the largest of ``threshold`` x the largest
+    factor importance, ``null_ratio`` x the null importance (``importance[NULL]``, 0 if absent)
+    and ``min_importance`` logits."""
+    top = max((v for f, v in importance.items() if f != NULL), default=0.0)
+    return max(threshold * top, null_ratio * importance.get(NULL, 0.0), min_importance)
+
+
 def used_factors(importance: Mapping[str, float], threshold: float = USED_THRESHOLD, *,
-                 min_importance: float = USED_MIN_IMPORTANCE) -> list[str]:
-    """The factors the classifier truly uses, most important first: importance >= ``threshold``
-    x the largest importance and >= ``min_importance`` logits (so a classifier whose decision no
-    factor moves, e.g. one that always answers the same class, uses none)."""
-    top = max(importance.values(), default=0.0)
-    floor = max(threshold * top, min_importance)
-    return sorted((f for f, v in importance.items() if v >= floor), key=lambda f: -importance[f])
+                 null_ratio: float = NULL_RATIO, min_importance: float = USED_MIN_IMPORTANCE) -> list[str]:
+    """The factors the classifier truly uses, most important first: importance >= :func:`used_floor`.
+
+    The three parts of the floor each exclude one kind of non-use: a factor far weaker than the
+    main ones (``threshold``, 25 %), one that moves the decision no more than re-drawing
+    meaningless detail does (``null_ratio``, 2x), and everything for a classifier whose decision
+    nothing moves (``min_importance``, e.g. one that always answers the same class). The two
+    ratios are choices, not calibrated constants; ``evaluate`` records them with its results.
+    """
+    floor = used_floor(importance, threshold, null_ratio=null_ratio, min_importance=min_importance)
+    return sorted((f for f, v in importance.items() if f != NULL and v >= floor), key=lambda f: -importance[f])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,14 +495,15 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
 
     ``importance`` defaults to :func:`factor_importance` of the explanation's classifier on the
     task's classifier data, ``probe`` to :func:`load_or_train_probe` (pass both to reuse them
-    across models). Used factors: importance >= ``used_threshold`` x the largest and
-    >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the spurious factor counts as used
+    across models). Used factors: importance >= ``used_threshold`` x the largest, >= ``NULL_RATIO`` x
+    the null importance and >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the spurious
+    factor counts as used
     when the classifier uses it, since then a coordinate changing it explains the classifier
     faithfully. Per method, its top-``k``
     coordinates go through :func:`coordinate_factors`; ``precision_at_k`` and
     ``spurious_exposed`` (over the same top-k) follow the functions of those names.
 
-    Returns {"task", "mode", "k", "used_threshold", "min_change", "importance", "used_factors",
+    Returns {"task", "mode", "k", "used_threshold", "null_ratio", "used_floor", "min_change", "importance", "used_factors",
     "spurious", "spurious_used", "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
     """
     if importance is None:
@@ -493,7 +519,8 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
         coords = coordinate_factors(probe, explanation, explanation.attributes[method], k, n_images=n_images)
         methods[method] = {"coords": coords, "precision_at_k": precision_at_k(coords, used, min_change=min_change),
                            "spurious_exposed": spurious_exposed(coords, spurious, min_change=min_change)}
-    return {"task": task.name, "mode": mode, "k": k, "used_threshold": used_threshold, "min_change": min_change,
+    return {"task": task.name, "mode": mode, "k": k, "used_threshold": used_threshold, "null_ratio": NULL_RATIO,
+            "used_floor": used_floor(importance, used_threshold), "min_change": min_change,
             "importance": dict(importance), "used_factors": used, "spurious": spurious,
             "spurious_used": spurious in used, "methods": methods}
 
@@ -522,10 +549,11 @@ def _importance_bars(ax, importance: Mapping[str, float], spurious: str | None, 
 
     names = list(importance)
     used = set(used_factors(importance, threshold))
-    bars = ax.barh(range(len(names)), [importance[n] for n in names],
-                   color=["tab:blue" if n in used else "lightgray" for n in names], edgecolor="k", linewidth=0.5)
-    floor = max(threshold * max(importance.values(), default=0.0), USED_MIN_IMPORTANCE)
-    ax.axvline(floor, color="k", ls=":", lw=1)
+    colours = ["white" if n == NULL else "tab:blue" if n in used else "lightgray" for n in names]
+    bars = ax.barh(range(len(names)), [importance[n] for n in names], color=colours, edgecolor="k", linewidth=0.5)
+    if NULL in names:
+        bars.patches[names.index(NULL)].set_linestyle("--")
+    ax.axvline(used_floor(importance, threshold), color="k", ls=":", lw=1)
     ax.set(yticks=range(len(names)), yticklabels=names, xlabel="mean |change of logit margin| (full-range change)")
     handles = [Patch(color="tab:blue", label="used"), Patch(color="lightgray", label="not used"),
                Patch(facecolor="white", edgecolor="k", hatch="///", label="spurious")]
@@ -533,7 +561,7 @@ def _importance_bars(ax, importance: Mapping[str, float], spurious: str | None, 
         bars.patches[names.index(spurious)].set_hatch("///")
         ax.get_yticklabels()[names.index(spurious)].set_color("tab:red")
     ax.legend(handles=handles, fontsize=7, loc="lower right",
-              title=f"threshold: {threshold:.0%} of max", title_fontsize=7)
+              title=f"used: >= {threshold:.0%} of max and >= {NULL_RATIO:g}x null", title_fontsize=7)
     ax.invert_yaxis()
 
 

@@ -50,6 +50,11 @@ def test_used_factors_rule():
     imp = {"wrinkles": 2.0, "hair_grey": 0.5, "glasses": 0.2, "bg_hue": 0.19}
     assert gt.used_factors(imp, 0.1) == ["wrinkles", "hair_grey", "glasses"]
     assert gt.used_factors(imp, 0.5) == ["wrinkles"]
+    assert gt.used_factors(imp) == ["wrinkles", "hair_grey"]  # default: 25 % of the largest
+    # The null importance (detail re-drawn) is a floor, never a factor: 2 x 0.15 excludes glasses.
+    assert gt.used_factors(imp | {gt.NULL: 0.15}, 0.1) == ["wrinkles", "hair_grey"]
+    assert gt.used_floor(imp | {gt.NULL: 0.15}, 0.1) == pytest.approx(0.3)
+    assert gt.used_factors(imp | {gt.NULL: 5.0}) == []  # nothing moves the decision more than noise
     assert gt.used_factors({"wrinkles": 0.0}) == []
     assert gt.used_factors({"wrinkles": 0.004, "glasses": 0.003}) == []  # a constant classifier uses nothing
     assert gt.used_factors({"wrinkles": 0.004, "glasses": 0.003}, min_importance=0.0) == ["wrinkles", "glasses"]
@@ -95,7 +100,8 @@ def test_importance_of_a_background_reader_is_the_background_hue():
     mask = torch.zeros(32, 32)
     mask[:3, :3] = 1
     imp = gt.factor_importance(RegionReader(mask, channel=0), DATA, n=24)
-    assert list(imp) == gt.PROBE_FACTORS
+    assert list(imp) == gt.PROBE_FACTORS + [gt.NULL]
+    assert imp[gt.NULL] < 1e-3 * imp["bg_hue"]  # per-image detail never reaches the corner
     assert max(imp, key=imp.get) == "bg_hue"
     assert imp["bg_hue"] > 0.1
     assert all(v < 1e-3 * imp["bg_hue"] for name, v in imp.items() if name != "bg_hue")
@@ -232,7 +238,8 @@ def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):
     importance = {name: 0.0 for name in gt.PROBE_FACTORS} | {"wrinkles": 3.0, "glasses": 1.0, "bg_hue": 0.2}
     res = gt.evaluate(profile, task, "stylex", tiny_explanation, probe=probe, importance=importance, k=2,
                       n_images=6, min_change=0.0)
-    assert res["used_factors"] == ["wrinkles", "glasses"]  # bg_hue: 0.2 / 3.0 < 10%
+    assert res["used_factors"] == ["wrinkles", "glasses"]  # bg_hue: 0.2 / 3.0 < 25%
+    assert res["used_floor"] == pytest.approx(0.75)
     assert res["spurious"] == "glasses" and res["spurious_used"]
     assert list(res["methods"]) == list(gt.METHODS)
     for method, m in res["methods"].items():
