@@ -36,7 +36,7 @@ import json
 from IPython.display import Markdown, display
 
 from repro import figures, report
-from repro.classifier import train_classifier
+from repro.classifier import shortcut_accuracy, train_classifier
 from repro.data import load_split
 
 ctx = report.open_profile(profile, data_root, device, force)
@@ -112,11 +112,28 @@ for t in P.tasks:
     runs[t.name] = train_classifier(t.classifier_data, P.classifier, P.run_dir(t.name, "classifier"),
                                     device=ctx.device, force=ctx.force)
 
+# %% [markdown]
+# On synthetic data the test accuracy is also split by whether the task's spurious factor agrees
+# with the label (as it does for 90 % of the planted training images of `synth-age`) or not: a
+# classifier that took the shortcut is much better where they agree. The test split is not planted.
+
 # %%
-rows = [{"task": name, "test accuracy": r.metrics["test"]["accuracy"], "val accuracy": r.metrics["val"]["accuracy"],
-         "epochs": r.metrics["epochs"], "train images": r.metrics["n_train"],
-         "train time (s)": round(r.metrics["train_seconds"], 1), "device": r.metrics["device"]}
-        for name, r in runs.items()]
+shortcut = {}
+for t in P.tasks:
+    if t.classifier_data.dataset == "synthetic":
+        shortcut[t.name] = shortcut_accuracy(runs[t.name].model, splits[t.name]["test"], t.classifier_data.task,
+                                             device=ctx.device)
+rows = []
+for name, r in runs.items():
+    row = {"task": name, "test accuracy": r.metrics["test"]["accuracy"], "val accuracy": r.metrics["val"]["accuracy"]}
+    if name in shortcut:
+        s = shortcut[name]
+        row["test acc. where spurious = label"] = s["agrees"]["accuracy"]
+        row["test acc. where spurious != label"] = s["disagrees"]["accuracy"]
+        row["spurious factor (train agreement)"] = (f"{s['spurious']} "
+                                                    f"({P.task(name).classifier_data.spurious_p:.2f})")
+    rows.append(row | {"epochs": r.metrics["epochs"], "train images": r.metrics["n_train"],
+                       "train time (s)": round(r.metrics["train_seconds"], 1), "device": r.metrics["device"]})
 table = report.markdown_table(rows)
 (ctx.figures / "classifier_metrics.md").write_text(table + "\n")
 display(Markdown(table))
@@ -130,6 +147,18 @@ figures.plot_confusions({n: (r.metrics["test"]["confusion"], report.class_names(
 # ## What this notebook found
 
 # %%
+TARGET = 0.95  # the accuracy the project aims for on the synthetic tasks
 for name, r in runs.items():
-    print(f"{name}: held-out test accuracy {r.metrics['test']['accuracy']:.3f} on {r.metrics['test']['n']} images, "
-          f"trained in {r.metrics['train_seconds']:.0f} s on {r.metrics['device']}")
+    acc = r.metrics["test"]["accuracy"]
+    line = (f"{name}: held-out test accuracy {acc:.3f} on {r.metrics['test']['n']} images "
+            f"({'meets' if acc >= TARGET else 'misses'} the {TARGET} target), "
+            f"trained in {r.metrics['train_seconds']:.0f} s on {r.metrics['device']}.")
+    if name in shortcut:
+        s = shortcut[name]
+        gap = s["agrees"]["accuracy"] - s["disagrees"]["accuracy"]
+        line += (f" Where {s['spurious']} agrees with the label: {s['agrees']['accuracy']:.3f} "
+                 f"({s['agrees']['n']} images); where it disagrees: {s['disagrees']['accuracy']:.3f} "
+                 f"({s['disagrees']['n']}). ")
+        line += ("The classifier took the planted shortcut: most of its errors are where the shortcut misleads it."
+                 if gap > 0.1 else "No sign of a shortcut (the two are within 0.1).")
+    print(line)

@@ -75,6 +75,27 @@ def evaluate(model: nn.Module, images: ImageSet, **kwargs) -> dict[str, Any]:
             "confusion": confusion_matrix(images.labels, preds), "n": len(images)}
 
 
+def shortcut_accuracy(model: nn.Module, images: ImageSet, task: str, **kwargs) -> dict[str, Any]:
+    """Accuracy of a synthetic task's classifier split by whether the task's spurious factor
+    agrees with the label (as in the planted training split) or not.
+
+    A classifier that took the planted shortcut is right where the two agree and wrong where
+    they disagree; one that uses only the causal factors scores the same on both. Returns
+    {"spurious", "agrees": {"accuracy", "n"}, "disagrees": {"accuracy", "n"}}.
+    """
+    from repro.data import synthetic
+
+    if images.factors is None:
+        raise ValueError(f"{images.name} has no generative factors: the shortcut split needs synthetic data")
+    spurious = synthetic.TASKS[task].spurious
+    column = synthetic.FACTOR_NAMES.index(spurious)
+    agrees = (images.factors[:, column] > 0.5).long() == images.labels
+    right = predict_logits(model, images, **kwargs).argmax(1) == images.labels
+    return {"spurious": spurious,
+            **{name: {"accuracy": right[mask].float().mean().item() if mask.any() else float("nan"),
+                      "n": int(mask.sum())} for name, mask in (("agrees", agrees), ("disagrees", ~agrees))}}
+
+
 def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | Path, *,
                      device: str = "auto", force: bool = False, progress: bool | None = None) -> ClassifierRun:
     """Train (or reuse) the classifier of one task; see the module docstring for the outputs."""

@@ -164,3 +164,33 @@ def test_cli_lists_commands_and_each_has_help():
 def test_cli_bad_profile_is_a_clear_error():
     out = _cli("train-classifier", "--profile", "nope")
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr
+
+
+def test_shortcut_accuracy_splits_by_the_spurious_factor():
+    from torch import nn
+
+    from repro.classifier import shortcut_accuracy
+    from repro.data import ImageSet
+    from repro.data.synthetic import FACTOR_NAMES
+
+    class Reader(nn.Module):  # answers the top-left pixel: a pure "glasses" shortcut here
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            v = x[:, 0, 0, 0] * self.scale
+            return torch.stack([-v, v], 1)
+
+    labels = torch.tensor([1, 1, 0, 0, 1, 0])
+    glasses = torch.tensor([1., 1., 0., 1., 0., 0.])  # agrees with the label on rows 0, 1, 2, 5
+    factors = torch.zeros(6, len(FACTOR_NAMES))
+    factors[:, FACTOR_NAMES.index("glasses")] = glasses
+    images = torch.zeros(6, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = (glasses * 255).to(torch.uint8)  # pixel -1 or 1: the reader says glasses
+    res = shortcut_accuracy(Reader(), ImageSet(images, labels, factors, "toy"), "synth-age")
+    assert res["spurious"] == "glasses"
+    assert res["agrees"] == {"accuracy": 1.0, "n": 4}
+    assert res["disagrees"] == {"accuracy": 0.0, "n": 2}
+    with pytest.raises(ValueError, match="no generative factors"):
+        shortcut_accuracy(Reader(), ImageSet(images, labels, None, "toy"), "synth-age")
