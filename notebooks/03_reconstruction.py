@@ -34,6 +34,7 @@ device = "auto"
 force = False
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import json
 
 from IPython.display import Markdown, display

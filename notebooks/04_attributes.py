@@ -129,6 +129,7 @@ af.plot_effects({f"{task}/{mode}": exp for (task, mode), exp in explanations.ite
 # that pushes it towards the other class and back. Shown here: each model's top attribute.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 gifs = {}
 for (task, mode), exp in explanations.items():
     gifs[(task, mode)] = af.attribute_gifs(exp, "attfind", gif_dir, top=TOP, n_images=4, steps=6)

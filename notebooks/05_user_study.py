@@ -46,6 +46,7 @@ device = "auto"
 force = False
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import json
 import time
 

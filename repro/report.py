@@ -64,9 +64,45 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines)
 
 
-def update_readme(readme: str | Path = "README.md", figures: str | Path = "figures") -> list[str]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
+    """Markdown tables of the benchmark results files (``benchmarks/*.py`` append to them): the
+    newest measurement per (profile, mode, device) of ``train_speed.jsonl`` and per device of
+    ``attfind_speed.jsonl`` (older runs stay in the files). Empty when neither file exists."""
+    results = Path(results)
+    parts = []
+    train = _read_jsonl(results / "train_speed.jsonl")
+    if train:
+        newest: dict[tuple, dict[str, Any]] = {}
+        for r in train:
+            newest[(r["profile"], r["mode"], r["device"])] = r
+        rows = [{"profile": r["profile"], "mode": r["mode"], "resolution / channels": f"{r['resolution']} / {r['channels']}",
+                 "batch": r["batch_size"], "s/iter (median)": r["sec_per_iter_median"],
+                 "peak RSS (MB)": round(r["peak_rss_mb"]), "iterations timed": r["iterations"],
+                 "device": r["device"], "date": r["date"][:10]} for r in newest.values()]
+        parts.append("Training (`benchmarks/train_speed.py`):\n\n" + markdown_table(rows, floatfmt=".3g"))
+    attfind = list({r["device"]: r for r in _read_jsonl(results / "attfind_speed.jsonl")}.values())
+    if attfind:
+        rows = [{"device": r["device"], "images x coordinates": f"{r['config']['images']} x {r['config']['coords']}",
+                 "batched renders/s": r["batched"]["renders_per_s"], "reference renders/s": r["reference"]["renders_per_s"],
+                 "ratio": r["ratio"], "load before / after": (f"{r['load_average']['before']:.1f} / {r['load_average']['after']:.1f}"
+                                                               if "load_average" in r else "not recorded"),
+                 "date": r["date"][:10]} for r in attfind]
+        parts.append("AttFind effect tensor, default-size model, newest run per device (`benchmarks/attfind_speed.py`):\n\n"
+                     + markdown_table(rows, floatfmt=".1f"))
+    return "\n\n".join(parts)
+
+
+def update_readme(readme: str | Path = "README.md", figures: str | Path = "figures",
+                  benchmarks: str | Path = "benchmarks/results") -> list[str]:
     """Replace each ``<!-- results:NAME -->...<!-- /results:NAME -->`` block of the README with
-    ``figures/NAME.md`` (a table a notebook wrote), so README numbers always come from a run."""
+    ``figures/NAME.md`` (a table a notebook wrote), so README numbers always come from a run; the
+    block ``benchmarks`` gets :func:`benchmark_summary` of the benchmark results files."""
     import re
 
     readme = Path(readme)
@@ -76,11 +112,17 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
     def fill(match: "re.Match[str]") -> str:
         name = match.group(1)
         source = Path(figures) / f"{name}.md"
-        if not source.exists():
+        if name == "benchmarks":
+            content = benchmark_summary(benchmarks)
+        elif source.exists():
+            content = source.read_text()
+        else:
+            content = ""
+        if not content.strip():
             return match.group(0)
         changed.append(name)
         caption = README_CAPTIONS.get(name, "")
-        body = (f"{caption}\n\n" if caption else "") + source.read_text().strip()
+        body = (f"{caption}\n\n" if caption else "") + content.strip()
         return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
 
     text = re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
@@ -89,6 +131,7 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
 
 
 README_CAPTIONS = {
+    "benchmarks": "**Speed** (run by hand, appended to `benchmarks/results/`; measurements, never pass/fail tests).",
     "classifier_metrics": "**Classifiers** ([notebook 01](notebooks/01_classifier.ipynb)): held-out accuracy of MobileNetV2 trained from scratch.",
     "stylex_training_runs": "**Training runs** ([notebook 02](notebooks/02_stylex_training.ipynb)): cost of each model on this machine.",
     "reconstruction_metrics": "**Claim 1, reconstruction** ([notebook 03](notebooks/03_reconstruction.ipynb)), held-out test images, fixed noise, EMA generator + EMA encoder.",
