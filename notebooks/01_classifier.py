@@ -121,8 +121,7 @@ for t in P.tasks:
 shortcut = {}
 for t in P.tasks:
     if t.classifier_data.dataset == "synthetic":
-        shortcut[t.name] = shortcut_accuracy(runs[t.name].model, splits[t.name]["test"], t.classifier_data.task,
-                                             device=ctx.device)
+        shortcut[t.name] = shortcut_accuracy(runs[t.name].model, splits[t.name]["test"], t.classifier_data.task)
 rows = []
 for name, r in runs.items():
     row = {"task": name, "test accuracy": r.metrics["test"]["accuracy"], "val accuracy": r.metrics["val"]["accuracy"]}

@@ -36,6 +36,7 @@ force = False
 # %%
 # NBVAL_CHECK_OUTPUT
 import json
+import warnings
 
 from IPython.display import Markdown, display
 
@@ -50,7 +51,9 @@ from repro.utils import pick_device
 ctx = report.open_profile(profile, data_root, device, force)
 P = ctx.profile
 dev = pick_device(ctx.device)
-lpips = LPIPSLoss()
+with warnings.catch_warnings():  # the status line below says the same, without a kernel-specific path
+    warnings.simplefilter("ignore")
+    lpips = LPIPSLoss()
 print("LPIPS:", lpips.status)
 lpips = lpips.to(dev) if lpips.available else None
 n_eval = min(512, P.tasks[0].stylex_data.n_test) if P.tasks[0].stylex_data.dataset == "synthetic" else 512
