@@ -43,6 +43,11 @@ mkdir -p "$out_dir" "$fig_dir"
 times="| notebook | seconds |"$'\n'"|---|---|"
 export REPRO_PROGRESS=0 PYTHONHASHSEED=0
 
+# What a re-run can reuse: say in run_times.md whether this profile's run folder held anything.
+if [[ $force == True ]]; then reused="no (--force)"
+elif [[ -n "$(ls -A "runs/$profile" 2>/dev/null)" ]]; then reused="yes, where finished (runs/$profile existed)"
+else reused="nothing to reuse (runs/$profile was empty: every stage was computed)"; fi
+
 total=$SECONDS
 for src in notebooks/[0-9][0-9]_*.py; do
     name="$(basename "$src" .py)"
@@ -66,7 +71,7 @@ echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks 
 if [[ -z $only ]]; then
     # Wall-clock times of this run (finished stages are reused, so a re-run is faster: see --force).
     {
-        echo "Profile \`$profile\` on $(nproc --all) CPU cores (torch threads: ${OMP_NUM_THREADS:-default}) ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); reused finished stages: $([[ $force == True ]] && echo no || echo 'yes, where present'); set-up: ${setup_seconds} s."
+        echo "Profile \`$profile\` on $(nproc --all) CPU cores (torch threads: ${OMP_NUM_THREADS:-default}) ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); git commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); reused finished stages: $reused; set-up: ${setup_seconds} s."
         echo
         echo "$times"
         echo "| **all notebooks** | **$((SECONDS - total))** |"
