@@ -224,7 +224,7 @@ for (task, mode), exp in explanations.items():
         line += (f" Ground truth: the classifier uses {', '.join(gt['used_factors']) or 'no factor clearly'}; "
                  f"precision@{gt['k']}: {prec}; the spurious factor `{gt['spurious']}` "
                  f"({'used' if gt['spurious_used'] else 'not used'} by the classifier) is exposed by "
-                 f"{', '.join(exposed) if exposed else 'no method'}.")
+                 f"{', '.join(exposed) if exposed else 'no method'}".rstrip(".") + ".")
     lines.append(line)
 weak = [f"{task}/{mode}" for (task, mode), exp in explanations.items()
         if abs(_effect(exp, "attfind")) < 0.05 and exp.results["methods"]["attfind"]["flip_rate"]["mean"] < 0.05]
