@@ -41,7 +41,8 @@ python -c "from repro.config import get_profile; get_profile('$profile')" || exi
 if [[ $profile == default ]]; then out_dir=notebooks fig_dir=figures; else out_dir="runs/$profile/notebooks" fig_dir="runs/$profile/figures"; fi
 mkdir -p "$out_dir" "$fig_dir"
 times="| notebook | seconds |"$'\n'"|---|---|"
-export REPRO_PROGRESS=0 PYTHONHASHSEED=0
+# Figures are files under figures/; the executed notebooks link them instead of embedding every plot.
+export REPRO_PROGRESS=0 PYTHONHASHSEED=0 MPLBACKEND=Agg
 
 # What a re-run can reuse: say in run_times.md whether this profile's run folder held anything.
 if [[ $force == True ]]; then reused="no (--force)"

@@ -231,23 +231,20 @@ weak = [f"{task}/{mode}" for (task, mode), exp in explanations.items()
 caveat = (f"\n\nFor {', '.join(weak)} the edits barely move the classifier (mean effect < 0.05 and flip rate < 5 %): "
           "those models are too weakly trained for their pictures to say anything about the classifier "
           "(expected on the quick profile, which trains for seconds)." if weak else "")
-targets = []  # the project's target for StylEx models: precision@k >= 0.75, above Wu and random; spurious exposed where planted
+targets = []
 for (task, mode), gt in gt_results.items():
     if mode != "stylex":
         continue
-    prec = {m: v["precision_at_k"] for m, v in gt["methods"].items()}
     planted = P.task(task).classifier_data.spurious_p != 0.5
-    ok_prec = prec["attfind"] >= 0.75 and all(prec["attfind"] > prec[m] for m in prec if m != "attfind")
-    ok_spurious = gt["methods"]["attfind"]["spurious_exposed"] or not planted
-    purity = sum(c["purity"] for c in gt["methods"]["attfind"]["coords"]) / len(gt["methods"]["attfind"]["coords"])
-    targets.append(f"* **{task} / stylex** against the target (precision@{gt['k']} >= 0.75 and above Wu et al. and "
-                   f"random{'; the planted spurious factor exposed' if planted else ''}): "
-                   f"**{'met' if ok_prec and ok_spurious else 'missed'}** (AttFind {prec['attfind']:.2f}). "
-                   f"The mean purity of AttFind's top-{gt['k']} coordinates is {purity:.2f}: "
-                   + ("each edit changes mostly one factor." if purity >= 0.5 else
-                      f"each edit changes many factors a little (1/{len(gt['importance']) - 1:d} would be no "
-                      "preference at all), so its dominant factor is a weak reading. Whether a longer-trained "
-                      "generator separates the factors better is not measured here."))
+    v = groundtruth.target_verdict(gt, planted)
+    targets.append(f"* **{task} / stylex** against the target (precision@{gt['k']} >= {groundtruth.TARGET_PRECISION} "
+                   f"and above Wu et al. and random{'; the planted spurious factor exposed' if planted else ''}): "
+                   f"**{'met' if v['met'] else 'missed'}** (AttFind {v['precision']:.2f}). "
+                   f"The mean purity of AttFind's top-{gt['k']} coordinates is {v['mean_purity']:.2f}: "
+                   + ("each edit changes mostly one factor." if v["mean_purity"] >= 0.5 else
+                      f"each edit changes many factors a little ({v['no_preference']:.2f} would be no preference "
+                      "at all), so its dominant factor is a weak reading. Whether a longer-trained generator "
+                      "separates the factors better is not measured here."))
 if targets:
     lines += [""] + targets
 display(Markdown("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "

@@ -224,14 +224,15 @@ def _default() -> Profile:
             _synthetic_task("synth-age", 32, n, 0.9, ["stylex", "stylegan2", "stylex-alt"]),
             _synthetic_task("synth-species", 32, n, 0.5, ["stylex", "stylegan2"]),
         ],
-        # 8 epochs: with 10 (measured once, 2026-11-23) validation accuracy stopped rising after
-        # epoch 7-8 on both tasks (species 0.92, age 0.84: the planted shortcut), at ~35 s per epoch.
+        # 8 epochs: in a one-off 10-epoch run (train_classifier with epochs=10, 2026-11-23) validation
+        # accuracy stopped rising after epoch 7-8 on both tasks (species 0.92, age 0.84: the planted
+        # shortcut), at ~35 s per epoch.
         classifier=ClassifierConfig(epochs=8, batch_size=128),
         # Without LPIPS weights (no download here) the image term is L1 alone; at 0.1 it is too
         # weak for a short CPU run (ENVIRONMENT.md: weight 5 gave clearly better held-out L1).
         stylex=StylExConfig(channels=64, batch_size=16, iterations=400, losses=LossWeights(img_l1=5.0)),
-        # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~465 renders/s at
-        # 1 thread; ~65 s per model for 32 images in the default run): 32 images.
+        # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~990 renders/s at
+        # 2 threads; 31-34 s per model for 32 images in the clean default run): 32 images.
         eval=EvalConfig(attfind_images=32, repeats=5, images_per_repeat=80,
                         curve_ks=[1, 2, 3, 5, 7, 10, 15, 20]),
     )

@@ -495,16 +495,16 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
 
     ``importance`` defaults to :func:`factor_importance` of the explanation's classifier on the
     task's classifier data, ``probe`` to :func:`load_or_train_probe` (pass both to reuse them
-    across models). Used factors: importance >= ``used_threshold`` x the largest, >= ``NULL_RATIO`` x
-    the null importance and >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the spurious
-    factor counts as used
-    when the classifier uses it, since then a coordinate changing it explains the classifier
-    faithfully. Per method, its top-``k``
-    coordinates go through :func:`coordinate_factors`; ``precision_at_k`` and
-    ``spurious_exposed`` (over the same top-k) follow the functions of those names.
+    across models). Used factors: importance >= ``used_threshold`` x the largest, >= ``NULL_RATIO``
+    x the null importance and >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the
+    spurious factor counts as used when the classifier uses it, since then a coordinate changing
+    it explains the classifier faithfully. Per method, its top-``k`` coordinates go through
+    :func:`coordinate_factors`; ``precision_at_k`` and ``spurious_exposed`` (over the same top-k)
+    follow the functions of those names.
 
-    Returns {"task", "mode", "k", "used_threshold", "null_ratio", "used_floor", "min_change", "importance", "used_factors",
-    "spurious", "spurious_used", "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
+    Returns {"task", "mode", "k", "used_threshold", "null_ratio", "used_floor", "min_change",
+    "importance", "used_factors", "spurious", "spurious_used",
+    "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
     """
     if importance is None:
         importance = factor_importance(explanation.classifier, task.classifier_data, device=device)
@@ -523,6 +523,28 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
             "used_floor": used_floor(importance, used_threshold), "min_change": min_change,
             "importance": dict(importance), "used_factors": used, "spurious": spurious,
             "spurious_used": spurious in used, "methods": methods}
+
+
+TARGET_PRECISION = 0.75  # the project's target for AttFind on StylEx models (issue: ground truth)
+
+
+def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TARGET_PRECISION) -> dict[str, Any]:
+    """AttFind against the project's ground-truth target, from one :func:`evaluate` result:
+    precision@k >= ``target`` and above every other method, and, where the spurious factor was
+    planted, exposed among AttFind's top-k. Also the mean purity of AttFind's top-k coordinates
+    (1 / number of factors would be no preference at all), the evidence for a miss.
+
+    Returns {"met", "precision", "others", "spurious_ok", "mean_purity", "no_preference"}.
+    """
+    methods = result["methods"]
+    precision = methods["attfind"]["precision_at_k"]
+    others = {m: v["precision_at_k"] for m, v in methods.items() if m != "attfind"}
+    spurious_ok = methods["attfind"]["spurious_exposed"] or not planted
+    coords = methods["attfind"]["coords"]
+    return {"met": precision >= target and all(precision > p for p in others.values()) and spurious_ok,
+            "precision": precision, "others": others, "spurious_ok": spurious_ok,
+            "mean_purity": float(np.mean([c["purity"] for c in coords])) if coords else float("nan"),
+            "no_preference": 1.0 / len(PROBE_FACTORS)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -254,3 +254,18 @@ def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):
     gt.plot_importance({task.name: importance}, tmp_path / "importance.png")
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
     assert (tmp_path / "importance.png").stat().st_size > 1000
+
+
+def test_target_verdict():
+    def res(p_att, p_wu, p_rand, exposed, purities):
+        coords = [coord("wrinkles", 0.2) | {"purity": p} for p in purities]
+        return {"methods": {"attfind": {"precision_at_k": p_att, "spurious_exposed": exposed, "coords": coords},
+                            "wu": {"precision_at_k": p_wu}, "random": {"precision_at_k": p_rand}}}
+
+    v = gt.target_verdict(res(1.0, 0.0, 0.25, True, [0.2, 0.3]), planted=True)
+    assert v["met"] and v["mean_purity"] == pytest.approx(0.25)
+    assert v["no_preference"] == pytest.approx(1 / len(gt.PROBE_FACTORS))
+    assert not gt.target_verdict(res(1.0, 0.0, 0.25, False, [0.2]), planted=True)["met"]  # shortcut not exposed
+    assert gt.target_verdict(res(1.0, 0.0, 0.25, False, [0.2]), planted=False)["met"]     # nothing planted
+    assert not gt.target_verdict(res(0.5, 0.0, 0.0, True, [0.2]), planted=True)["met"]    # below 0.75
+    assert not gt.target_verdict(res(0.75, 0.75, 0.0, True, [0.2]), planted=True)["met"]  # not above Wu
