@@ -75,3 +75,21 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                 + "\n  ".join(diffs)
                 + "\nUse the matching profile/mode, or a fresh run directory.")
     return state
+
+
+def check_run_dir(run_dir: str | Path, need_bytes: int = 50_000_000) -> Path:
+    """Fail before training, not after an hour, when the run directory can't take checkpoints."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"run directory {run_dir} is not writable ({err}); choose another "
+                              f"with --run-root") from None
+    free = os.statvfs(run_dir).f_bavail * os.statvfs(run_dir).f_frsize
+    if free < need_bytes:
+        raise OSError(f"run directory {run_dir} has only {free / 1e6:.0f} MB free; checkpoints need "
+                      f"at least {need_bytes / 1e6:.0f} MB. Free space or choose another --run-root")
+    return run_dir

@@ -98,6 +98,9 @@ class StylExConfig:
         log_every / sample_every / checkpoint_every: intervals in iterations.
         keep_checkpoints: how many recent checkpoints to keep.
         seed: initialisation, noise and batch-order seed.
+        precision: ``fp32`` (reference), ``tf32`` (TF32 matmuls/convs on CUDA) or ``bf16``
+            (bfloat16 autocast of the network forward passes); see ``repro.precision``.
+        channels_last: NHWC memory layout for the conv networks (pays on GPUs with tensor cores).
     """
 
     channels: int = 64
@@ -116,6 +119,8 @@ class StylExConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass

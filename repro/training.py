@@ -42,7 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from repro.checkpoint import CheckpointError, check_run_dir, load_checkpoint, save_checkpoint
 from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
 from repro.data import ImageSet, load_split
 from repro.losses import LPIPSLoss, StylExLoss, d_fake_loss, d_real_loss
@@ -233,7 +233,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if world > 1:
         dist.barrier()
     if rank == 0:
-        _check_writable(run_dir)
+        check_run_dir(run_dir)
         save_config(full_config, run_dir)
 
     if config.batch_size % world:
@@ -460,22 +460,6 @@ def train_profile_model(profile: Profile, task: TaskConfig, mode: str, *, device
 
 # ---------------------------------------------------------------------------------------------
 # safety helpers
-
-def _check_writable(run_dir: Path, need_bytes: int = 50_000_000) -> None:
-    """Fail before training, not after an hour, when the run directory can't take checkpoints."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise PermissionError(f"run directory {run_dir} is not writable ({err}); choose another "
-                              f"with --run-root") from None
-    free = os.statvfs(run_dir).f_bavail * os.statvfs(run_dir).f_frsize
-    if free < need_bytes:
-        raise OSError(f"run directory {run_dir} has only {free / 1e6:.0f} MB free; checkpoints need "
-                      f"at least {need_bytes / 1e6:.0f} MB. Free space or choose another --run-root")
-
 
 def _weights_finite(*modules: nn.Module) -> torch.Tensor:
     ok = all(torch.isfinite(p).all() for m in modules for p in m.parameters())
