@@ -27,6 +27,7 @@ Outputs in the run directory: ``config.json``, ``metadata.json`` (device, LPIPS 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -34,6 +35,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +49,8 @@ from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, s
 from repro.data import ImageSet, load_split
 from repro.losses import LPIPSLoss, StylExLoss, d_fake_loss, d_real_loss
 from repro.networks import Discriminator, Encoder, Generator, MappingNetwork
+from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
+from repro.precision import validate as validate_precision
 from repro.utils import pick_device, seed_everything, tqdm
 
 NUM_CLASSES = 2
@@ -126,6 +130,20 @@ class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/Inf; nothing was written over the last good checkpoint."""
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a final checkpoint; re-running the command resumes.
+
+    A ``KeyboardInterrupt`` so that notebooks and scripts stop instead of carrying on with a
+    half-trained model; ``exit_code`` is the shell convention (128 + signal number).
+    """
+
+    def __init__(self, signal_name: str, iteration: int, checkpoint: Path | None):
+        self.signal_name, self.iteration, self.checkpoint = signal_name, iteration, checkpoint
+        self.exit_code = 128 + int(getattr(signal, signal_name))
+        super().__init__(f"stopped by {signal_name} at iteration {iteration}; checkpoint {checkpoint}. "
+                         f"Re-run the same command to resume from it.")
+
+
 # ---------------------------------------------------------------------------------------------
 # distributed helpers
 
@@ -186,6 +204,34 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
 
 
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Half-written checkpoints of a killed run (``.ckpt-*.tmp-PID``) are never loaded: delete them."""
+    for tmp in (run_dir / "checkpoints").glob(".ckpt-*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _trim_log(log_file: Path, last_iteration: int) -> None:
+    """Keep the log lines of iterations <= ``last_iteration`` (the resumed checkpoint's).
+
+    A killed run may have logged iterations past its last checkpoint, and its last line may be
+    cut in half; the resumed run logs those iterations again, so the log stays one line per
+    logged iteration, in order.
+    """
+    if not log_file.exists():
+        return
+    kept = []
+    for line in log_file.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the half-written last line of a killed run
+        if record.get("iteration", 0) <= last_iteration:
+            kept.append(line)
+    tmp = log_file.with_name(log_file.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, log_file)
+
+
 def _latest_valid_checkpoint(run_dir: Path, arch: dict[str, Any], map_location) -> dict[str, Any] | None:
     """The newest checkpoint that loads; a damaged one is reported and skipped, never trusted."""
     for path in reversed(_checkpoints(run_dir)):
@@ -215,6 +261,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+    validate_precision(config.precision, dev)
     if world > 1:
         _init_distributed(dev)
     total_iters = iterations if iterations is not None else config.iterations
@@ -234,6 +281,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         dist.barrier()
     if rank == 0:
         check_run_dir(run_dir)
+        _remove_stale_temp_files(run_dir)
         save_config(full_config, run_dir)
 
     if config.batch_size % world:
@@ -247,8 +295,12 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if dev.type == "cuda":
         train = train.to(dev)  # the whole uint8 set on the GPU: batches are an index away
 
-    model = build_model(arch).to(dev)
-    disc = Discriminator(data.resolution, config.channels, num_classes=NUM_CLASSES).to(dev)
+    layout = memory_format(config.channels_last)
+    model = build_model(arch).to(dev, memory_format=layout)
+    disc = Discriminator(data.resolution, config.channels, num_classes=NUM_CLASSES).to(dev, memory_format=layout)
+    if rank == 0:  # a checkpoint holds model, EMA, discriminator and two Adam moments: ~5x the weights
+        weight_bytes = sum(p.numel() * p.element_size() for m in (model, disc) for p in m.parameters())
+        check_run_dir(run_dir, need_bytes=max(50_000_000, 2 * 5 * weight_bytes))
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     torch.manual_seed(config.seed + 7919 * rank)  # noise and z differ per process
     w = config.losses
@@ -282,7 +334,10 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         if dev.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
         if rank == 0:
+            _trim_log(run_dir / "log.jsonl", start_iter)
             print(f"resuming {run_dir} at iteration {start_iter}")
+    elif rank == 0:
+        _trim_log(run_dir / "log.jsonl", 0)  # a fresh start: no lines of an earlier, lost attempt
 
     if world > 1:
         ids = [dev.index] if dev.type == "cuda" else None
@@ -294,15 +349,24 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
 
     metadata = {"mode": mode, "lpips": lpips_status, "device": str(dev), "world_size": world,
                 "torch": torch.__version__, "batch_per_process": batch,
+                "precision": config.precision, "channels_last": config.channels_last,
                 "loss_weights": to_dict(w), "started_at_iteration": start_iter}
+    if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
+        metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
     if rank == 0:
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if "precision_check" in metadata:
+        require_close(metadata["precision_check"])  # after metadata.json, which records the numbers
+    if rank == 0:
         if lpips_status.startswith("unavailable"):
             print(f"LPIPS is unavailable ({lpips_status}); training without the LPIPS term. "
                   f"README.md, 'LPIPS offline', says where to place its weights.")
 
+    amp = partial(autocast, config.precision, dev)
+    precision_scope = contextlib.ExitStack()
+    precision_scope.enter_context(matmul_mode(config.precision))  # TF32 on/off, restored at the end
     stop = {"signal": None}
-    handlers = _install_stop_handlers(stop) if rank == 0 else {}
+    handlers = _install_stop_handlers(stop)  # every rank: torchrun forwards SIGTERM to all of them
     grid_x = held_out.batch(slice(0, 8), dev)
     grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:8], held_out.labels[:8]), dev)
     grid_noise = model.generator.make_noise(8, generator=torch.Generator().manual_seed(0), device=dev)
@@ -319,13 +383,17 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             s["cuda_rng"] = torch.cuda.get_rng_state(dev)
         return s
 
-    def write_checkpoint(iteration: int) -> None:
+    def write_checkpoint(iteration: int) -> Path | None:
         if rank != 0:
-            return
-        _check_finite(iteration, {"weights": _weights_finite(model, disc)}, run_dir)
-        save_checkpoint(run_dir / "checkpoints" / f"ckpt-{iteration:07d}.pt", make_state(iteration))
+            return None
+        # Never write a non-finite model: the newest file on disk stays the last good one.
+        for name, module in (("generator/encoder weights", model), ("discriminator weights", disc),
+                             ("EMA weights", ema)):
+            _check_finite(iteration, {name: _weights_finite(module)}, run_dir)
+        path = save_checkpoint(run_dir / "checkpoints" / f"ckpt-{iteration:07d}.pt", make_state(iteration))
         for old in _checkpoints(run_dir)[:-config.keep_checkpoints]:
             old.unlink(missing_ok=True)
+        return path
 
     log_file = run_dir / "log.jsonl"
     bar = tqdm(total=total_iters, initial=start_iter, desc=f"{mode} {data.task}",
@@ -335,7 +403,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     try:
         while iteration < total_iters:
             idx = torch.randint(len(train), (batch,), generator=batch_gen)
-            x = train.batch(idx.to(train.images.device), dev)
+            x = train.batch(idx.to(train.images.device), dev).contiguous(memory_format=layout)
             probs = probs_all[idx.to(dev)]
             z_pass = mode == "stylegan2" or (mode == "stylex-alt" and iteration % config.alt_ratio == 1)
             z = torch.randn(batch, config.latent_dim, device=dev) if z_pass else None
@@ -343,17 +411,21 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
 
             # -- discriminator phase: fakes, then reals (each its own forward/backward)
             disc.requires_grad_(True)
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 gx, _ = model(x, probs, z)
-                probs_gx = F.softmax(classifier(gx), dim=1)
-            d_fake = d_fake_loss(disc_ddp(gx, probs_gx))
+                probs_gx = F.softmax(classifier(gx).float(), dim=1)
+            with amp():
+                d_fake_logits, d_real_logits = disc_ddp(gx, probs_gx), disc_ddp(x, probs)
+            d_fake = d_fake_loss(d_fake_logits.float())
+            d_real = d_real_loss(d_real_logits.float())
+            _check_finite(iteration + 1, {"d_fake": d_fake, "d_real": d_real}, run_dir)
             d_fake.backward()
-            d_real = d_real_loss(disc_ddp(x, probs))
             d_real.backward()
             terms["d_adv"] = d_fake.item() + d_real.item()
             if w.r1_gamma > 0 and iteration % w.r1_interval == 0:
                 x_r1 = x.detach().requires_grad_(True)
                 r1 = loss.r1_terms(disc_ddp(x_r1, probs), x_r1)
+                _check_finite(iteration + 1, {"r1": r1["total"]}, run_dir)
                 r1["total"].backward()
                 terms["r1"] = r1["r1"].item()
             opt_d.step()
@@ -361,26 +433,30 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             disc.requires_grad_(False)
 
             # -- generator (+ encoder, + mapping) phase
-            gx, w_used = model_ddp(x, probs, z)
-            logits_gx = classifier(gx)
-            fake_logits = disc(gx, F.softmax(logits_gx, dim=1).detach())
+            with amp():  # network passes in reduced precision (bf16), the loss terms in fp32
+                gx, w_used = model_ddp(x, probs, z)
+                logits_gx = classifier(gx).float()
+                fake_logits = disc(gx, F.softmax(logits_gx, dim=1).detach()).float()
+                if z is None:
+                    with torch.no_grad():
+                        e_x = model.encoder(x).float()
+                    e_gx = model.encoder(gx).float()
+            gx = gx.float()
             if z is None:
-                with torch.no_grad():
-                    e_x = model.encoder(x)
-                g_terms = loss.generator_terms(x, gx, fake_logits, e_x, model.encoder(gx),
+                g_terms = loss.generator_terms(x, gx, fake_logits, e_x, e_gx,
                                                torch.log(probs.clamp_min(1e-8)), logits_gx)
             elif model.conditional:
                 g_terms = loss.generator_terms(None, gx, fake_logits, None, None,
                                                torch.log(probs.clamp_min(1e-8)), logits_gx)
             else:
                 g_terms = loss.generator_terms(None, gx, fake_logits, None, None, None, None)
-            _check_finite(iteration, g_terms, run_dir)
+            _check_finite(iteration + 1, g_terms, run_dir)
             total = g_terms["total"]
             if w.pl_weight > 0 and iteration % w.pl_interval == 0:
                 # Part of the same backward, so that DDP all-reduces its gradients too.
                 w_pl = w_used[:max(1, batch // 2)].detach().requires_grad_(True)
                 pl = loss.path_length_terms(model.generator(w_pl), w_pl, pl_mean)
-                _check_finite(iteration, {"pl": pl["total"]}, run_dir)
+                _check_finite(iteration + 1, {"pl": pl["total"]}, run_dir)
                 total = total + pl["total"]
                 pl_mean = pl["new_mean"].detach()
                 terms["pl"] = pl["pl"].item()
@@ -409,15 +485,20 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
                     cb(iteration, record)
             if rank == 0 and (iteration % config.sample_every == 0 or iteration == total_iters):
                 _write_samples(ema, grid_x, grid_probs, grid_z, grid_noise, run_dir / "samples" / f"iter-{iteration:07d}.png")
-            if iteration % config.checkpoint_every == 0 or stop["signal"] is not None:
-                write_checkpoint(iteration)
-            if stop["signal"] is not None:
-                print(f"stopped by {stop['signal']} at iteration {iteration}; checkpoint written, "
-                      f"re-run the same command to resume")
-                break
+            stop_signal = _agree_on_stop(stop["signal"], world, dev)
+            if iteration % config.checkpoint_every == 0 or stop_signal is not None:
+                written = write_checkpoint(iteration)
+            if stop_signal is not None:
+                if world > 1:
+                    dist.barrier()
+                stopped = TrainingStopped(stop_signal, iteration, written if rank == 0 else None)
+                if rank == 0:
+                    print(stopped, flush=True)
+                raise stopped
     finally:
         bar.close()
         _restore_handlers(handlers)
+        precision_scope.close()
 
     if rank == 0 and iteration >= total_iters:
         write_checkpoint(iteration)
@@ -462,23 +543,42 @@ def train_profile_model(profile: Profile, task: TaskConfig, mode: str, *, device
 # safety helpers
 
 def _weights_finite(*modules: nn.Module) -> torch.Tensor:
-    ok = all(torch.isfinite(p).all() for m in modules for p in m.parameters())
+    """0 when every parameter of ``modules`` is finite, else NaN (one reduction per tensor)."""
+    ok = all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
     return torch.tensor(0.0 if ok else float("nan"))
 
 
+def _agree_on_stop(signal_name: str | None, world: int, device: torch.device) -> str | None:
+    """The stop request of any process, seen by every process (so all stop at the same iteration)."""
+    if world == 1:
+        return signal_name
+    code = torch.tensor([0 if signal_name is None else int(getattr(signal, signal_name))], device=device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    return None if code.item() == 0 else signal.Signals(int(code.item())).name
+
+
 def _check_finite(iteration: int, terms: dict[str, torch.Tensor], run_dir: Path) -> None:
-    for name, value in terms.items():
+    """Raise ``NonFiniteError`` naming the iteration (1-based), the term and the last good checkpoint."""
+    # The named terms first: "total" is non-finite whenever one of them is, and says less.
+    for name, value in sorted(terms.items(), key=lambda kv: kv[0] == "total"):
         if not torch.isfinite(value).all():
             ckpts = _checkpoints(run_dir)
-            last = ckpts[-1] if ckpts else "none yet"
-            raise NonFiniteError(f"non-finite {name} at iteration {iteration}; training stopped. "
-                                 f"Last good checkpoint: {last}. Lower the learning rate or check the data.")
+            last = str(ckpts[-1]) if ckpts else "none yet (the run stopped before its first checkpoint)"
+            raise NonFiniteError(
+                f"non-finite {name} (NaN or Inf) in iteration {iteration} of {run_dir}; training stopped "
+                f"and nothing was written over the checkpoints. Last good checkpoint: {last}. "
+                f"Re-running resumes from it; if the same iteration fails again, lower the learning rate "
+                f"(StylExConfig.lr) or check the data for broken images.")
 
 
 def _install_stop_handlers(stop: dict[str, Any]) -> dict[int, Any]:
     """SIGINT/SIGTERM ask the loop to write a checkpoint and stop after the current iteration."""
     def handler(signum, _frame):
+        if stop["signal"] is not None:  # asked twice: stop now (checkpoints on disk are whole files)
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
         stop["signal"] = signal.Signals(signum).name
+        print(f"{stop['signal']}: stopping after this iteration with a checkpoint "
+              f"(send it again to stop at once)", flush=True)
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

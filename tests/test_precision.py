@@ -1,0 +1,82 @@
+"""Reduced-precision flags: validated, checked against fp32, and the same training step as fp32 within tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from repro import precision
+from repro.config import DataConfig, StylExConfig
+from repro.losses import LossWeights
+from repro.networks import build_classifier
+from repro.training import StylExModel, train_stylex
+
+CPU = torch.device("cpu")
+
+
+def test_validate_names_the_flag_and_the_fix():
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose one of: fp32, tf32, bf16"):
+        precision.validate("fp16", CPU)
+    with pytest.raises(ValueError, match="'tf32' only changes CUDA .* use --precision fp32"):
+        precision.validate("tf32", CPU)
+    precision.validate("bf16", CPU)
+    precision.validate("fp32", CPU)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return StylExModel("stylex", 16, 8, 16, 2).eval(), build_classifier(2).eval()
+
+
+def test_bf16_render_is_close_to_fp32_but_not_identical(nets):
+    check = precision.numerical_check(*nets, "bf16", CPU, batch=2)
+    assert check["ok"], check
+    assert 0 < check["image_mean_abs"] <= precision.IMAGE_TOLERANCE  # the check compares two real renders
+    again = precision.numerical_check(*nets, "fp32", CPU, batch=2)
+    assert again["image_max_abs"] == 0 and again["ok"]
+
+
+def test_check_fails_and_stops_when_beyond_tolerance(nets, monkeypatch):
+    monkeypatch.setattr(precision, "IMAGE_TOLERANCE", 1e-9)
+    check = precision.numerical_check(*nets, "bf16", CPU, batch=2)
+    assert not check["ok"]
+    with pytest.raises(RuntimeError, match="precision 'bf16' differs from fp32 beyond tolerance.*--precision fp32"):
+        precision.require_close(check)
+
+
+def test_matmul_mode_restores_the_flags():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with precision.matmul_mode("tf32"):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    with precision.matmul_mode("fp32"):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def _first_step_losses(tmp_path, **flags) -> dict[str, float]:
+    data = DataConfig(task="synth-age", resolution=32, n_train=32, n_val=8, n_test=8,
+                      cache_dir=str(tmp_path.parent / "cache"))
+    config = StylExConfig(channels=8, latent_dim=16, batch_size=4, iterations=1, mapping_layers=2, log_every=1,
+                          sample_every=100, checkpoint_every=100, losses=LossWeights(lpips=0.0), **flags)
+    torch.manual_seed(0)
+    classifier = build_classifier(2).eval()
+    train_stylex("stylex", data, config, classifier, tmp_path, device="cpu", progress=False)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["precision"] == config.precision and meta["channels_last"] == config.channels_last
+    if config.precision != "fp32":
+        assert meta["precision_check"]["ok"]
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    return {k: v for k, v in record.items() if k in ("d_adv", "adv", "img_l1", "latent_l1", "classifier_kl", "r1")}
+
+
+def test_training_step_in_bf16_and_channels_last_matches_fp32(tmp_path):
+    ref = _first_step_losses(tmp_path / "fp32")
+    nhwc = _first_step_losses(tmp_path / "nhwc", channels_last=True)
+    bf16 = _first_step_losses(tmp_path / "bf16", precision="bf16")
+    assert set(ref) >= {"d_adv", "adv", "img_l1", "latent_l1", "classifier_kl"}
+    for name, value in ref.items():
+        assert nhwc[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name  # a layout change only
+        assert bf16[name] == pytest.approx(value, rel=0.05, abs=0.02), name  # bf16: ~3 significant digits

@@ -1,0 +1,267 @@
+"""Crash safety of training, for real: SIGKILL at random moments, SIGTERM/SIGINT, injected NaNs.
+
+The kill test runs the command a user runs (``python -m repro train-stylex --profile quick``) in a
+subprocess, kills it with SIGKILL at random moments, checks what is on disk after each kill, and
+re-runs the same command until it finishes. docs/RELIABILITY.md lists these faults and outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro.checkpoint import load_checkpoint, save_checkpoint
+from repro.config import DataConfig, StylExConfig, get_profile
+from repro.losses import LossWeights, StylExLoss
+from repro.networks import build_classifier
+from repro import training
+from repro.training import NonFiniteError, TrainingStopped, load_stylex, train_stylex
+
+ROOT = Path(__file__).resolve().parents[1]
+ITERATIONS = 60  # the quick profile's networks, run long enough to be killed several times
+KILLS = 6
+
+
+def _cli_command(run_root: Path) -> list[str]:
+    return [sys.executable, "-m", "repro", "train-stylex", "--profile", "quick", "--task", "synth-age",
+            "--mode", "stylex", "--run-root", str(run_root), "--iterations", str(ITERATIONS), "--no-progress"]
+
+
+@pytest.fixture()
+def quick_run(tmp_path) -> tuple[Path, Path]:
+    """A quick-profile run root with an (untrained) classifier in place; returns (run_root, run_dir)."""
+    profile = get_profile("quick", run_root=str(tmp_path / "runs"))
+    clf_dir = profile.run_dir("synth-age", "classifier")
+    torch.manual_seed(0)
+    save_checkpoint(clf_dir / "classifier.pt", {"model": build_classifier(2).state_dict(), "config": {}})
+    (clf_dir / "metrics.json").write_text("{}\n")
+    return tmp_path / "runs", profile.run_dir("synth-age", "stylex")
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_for_training(proc: subprocess.Popen, run_dir: Path, log: Path, timeout: float = 120) -> None:
+    """Until this attempt has (re)written metadata.json: its training loop is about to start."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "metadata.json").exists():
+        assert proc.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.02)
+
+
+def _wait_for_progress(proc: subprocess.Popen, run_dir: Path, log: Path, start: int, timeout: float = 120) -> None:
+    """Until this attempt has logged an iteration past the one it resumed at."""
+    deadline = time.monotonic() + timeout
+    while max(_logged_iterations(run_dir), default=0) <= start:
+        assert proc.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.02)
+
+
+def _logged_iterations(run_dir: Path) -> list[int]:
+    its = []
+    path = run_dir / "log.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            its.append(json.loads(line)["iteration"])
+        except json.JSONDecodeError:
+            pass  # a line cut by the kill
+    return its
+
+
+def _resumed_at(log: Path) -> int:
+    found = re.findall(r"resuming .* at iteration (\d+)", log.read_text())
+    return int(found[-1]) if found else 0
+
+
+def _check_every_checkpoint(run_dir: Path, every: int) -> int:
+    """Every checkpoint on disk loads, is finite and is named after its iteration; returns the newest."""
+    newest = 0
+    for path in sorted((run_dir / "checkpoints").glob("ckpt-*.pt")):
+        state = load_checkpoint(path)  # raises on a truncated or foreign file
+        it = int(state["iteration"])
+        assert path.name == f"ckpt-{it:07d}.pt" and it % every == 0
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+        newest = max(newest, it)
+    return newest
+
+
+def test_sigkill_at_random_moments_then_rerun_resumes(quick_run, tmp_path):
+    run_root, run_dir = quick_run
+    every = get_profile("quick").stylex.checkpoint_every
+    rng = random.Random(20261123)
+    cmd = _cli_command(run_root)
+    resumed, kills = [], 0
+    while kills < KILLS:
+        (run_dir / "metadata.json").unlink(missing_ok=True)
+        log = tmp_path / f"attempt-{kills}.log"
+        proc = _start(cmd, log)
+        _wait_for_training(proc, run_dir, log)
+        _wait_for_progress(proc, run_dir, log, _resumed_at(log))
+        time.sleep(rng.uniform(0.0, 2.5))  # a random moment of the training loop
+        if proc.poll() is not None:  # finished before the kill: too fast a machine for this delay
+            pytest.fail(f"attempt {kills} finished before its kill; raise ITERATIONS\n{log.read_text()[-2000:]}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        start = _resumed_at(log)
+        logged = _logged_iterations(run_dir)
+        newest = _check_every_checkpoint(run_dir, every)  # 0 corrupt checkpoints
+        reached = max(logged, default=start)
+        # Progress lost by this kill: at most one checkpoint interval.
+        assert reached - newest <= every, (reached, newest)
+        assert newest >= start, "a checkpoint went backwards"
+        resumed.append((start, reached, newest))
+
+    print(f"\n{KILLS} SIGKILLs; (resumed at, last logged, newest checkpoint) per attempt: {resumed}")
+    log = tmp_path / "final.log"
+    proc = _start(cmd, log)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    final_start = _resumed_at(log)
+    assert final_start == resumed[-1][2], "the re-run resumed from the newest complete checkpoint"
+    starts = [s for s, _, _ in resumed] + [final_start]
+    assert starts == sorted(starts) and starts[-1] > 0, f"the iteration counter continues: {starts}"
+    result = load_stylex(run_dir)
+    assert result.iteration == ITERATIONS
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    logged = _logged_iterations(run_dir)
+    log_every = get_profile("quick").stylex.log_every
+    assert logged == list(range(log_every, ITERATIONS + 1, log_every)), "one log line per logged iteration"
+    assert not list((run_dir / "checkpoints").glob(".ckpt-*")), "no half-written file is left"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_with_a_final_checkpoint(quick_run, tmp_path, sig, code):
+    run_root, run_dir = quick_run
+    log = tmp_path / "stop.log"
+    proc = _start(_cli_command(run_root), log)
+    _wait_for_training(proc, run_dir, log)
+    deadline = time.monotonic() + 60
+    while not _logged_iterations(run_dir):  # let it run a few iterations
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
+    text = log.read_text()
+    stopped_at = int(re.search(r"stopped by SIG\w+ at iteration (\d+)", text).group(1))
+    assert "Traceback" not in text
+    assert 0 < stopped_at < ITERATIONS
+    state = load_checkpoint(run_dir / "checkpoints" / f"ckpt-{stopped_at:07d}.pt")
+    assert state["iteration"] == stopped_at  # a checkpoint at the very iteration it stopped
+    again = subprocess.run(_cli_command(run_root), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"at iteration {stopped_at}" in again.stdout
+    assert load_stylex(run_dir).iteration == ITERATIONS
+
+
+# -- in-process faults on a tiny config ---------------------------------------------------------
+
+def _tiny(**overrides) -> StylExConfig:
+    base = dict(channels=8, latent_dim=32, batch_size=4, iterations=8, mapping_layers=2, log_every=1,
+                sample_every=100, checkpoint_every=2, keep_checkpoints=10,
+                losses=LossWeights(r1_interval=2, pl_interval=2))
+    base.update(overrides)
+    return StylExConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> DataConfig:
+    return DataConfig(task="synth-age", resolution=32, n_train=64, n_val=16, n_test=16,
+                      cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_classifier(2).eval()
+
+
+def test_nan_loss_stops_naming_iteration_term_and_last_good_checkpoint(data, classifier, tmp_path, monkeypatch):
+    real = StylExLoss.generator_terms
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the generator phase of iteration 5
+            terms["img_l1"] = terms["img_l1"] * float("nan")
+            terms["total"] = terms["total"] + terms["img_l1"]
+        return terms
+
+    monkeypatch.setattr(StylExLoss, "generator_terms", poisoned)
+    with pytest.raises(NonFiniteError) as err:
+        train_stylex("stylex", data, _tiny(), classifier, tmp_path, device="cpu", progress=False)
+    message = str(err.value)
+    assert "non-finite img_l1" in message and "iteration 5 " in message
+    assert f"Last good checkpoint: {tmp_path / 'checkpoints' / 'ckpt-0000004.pt'}" in message
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("*.pt"))] == ["ckpt-0000002.pt", "ckpt-0000004.pt"]
+    assert not (tmp_path / "model.pt").exists()
+    monkeypatch.setattr(StylExLoss, "generator_terms", real)
+    resumed = train_stylex("stylex", data, _tiny(), classifier, tmp_path, device="cpu", progress=False)
+    assert resumed.iteration == 8  # the fault was transient: the re-run resumes at 4 and finishes
+
+
+def test_nan_weights_are_never_written_over_a_good_checkpoint(data, classifier, tmp_path, monkeypatch):
+    real = training._ema_update
+    calls = {"n": 0}
+
+    def poison_after_iteration_3(ema, model, decay):
+        real(ema, model, decay)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with torch.no_grad():
+                next(model.generator.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(training, "_ema_update", poison_after_iteration_3)
+    with pytest.raises(NonFiniteError, match="non-finite .* in iteration 4 .*ckpt-0000002.pt"):
+        train_stylex("stylex", data, _tiny(), classifier, tmp_path, device="cpu", progress=False)
+    # Whatever caught it first (a loss of iteration 4 or the weight check before the checkpoint),
+    # nothing non-finite reached the disk.
+    assert [p.name for p in (tmp_path / "checkpoints").glob("*.pt")] == ["ckpt-0000002.pt"]
+    state = load_checkpoint(tmp_path / "checkpoints" / "ckpt-0000002.pt")
+    assert all(torch.isfinite(v).all() for part in ("model", "ema", "disc") for v in state[part].values()
+               if v.is_floating_point())
+
+
+def test_weight_check_names_the_part_and_the_iteration(tmp_path):
+    model = training.StylExModel("stylex", 32, 8, 32, 2)
+    assert bool(torch.isfinite(training._weights_finite(model)))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteError, match="non-finite EMA weights .* in iteration 3 .*none yet"):
+        training._check_finite(3, {"EMA weights": training._weights_finite(model)}, tmp_path)
+
+
+def test_damaged_newest_checkpoint_and_stale_temp_file_are_skipped(data, classifier, tmp_path, capsys):
+    train_stylex("stylex", data, _tiny(iterations=6), classifier, tmp_path, device="cpu", progress=False)
+    (tmp_path / "model.pt").unlink()
+    ckpts = tmp_path / "checkpoints"
+    newest = ckpts / "ckpt-0000006.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut as by a full disk
+    (ckpts / ".ckpt-0000008.pt.tmp-12345").write_bytes(b"half")  # left by a killed writer
+    result = train_stylex("stylex", data, _tiny(iterations=8), classifier, tmp_path, device="cpu", progress=False)
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint" in out and "resuming" in out and "at iteration 4" in out
+    assert result.iteration == 8
+    assert not list(ckpts.glob(".ckpt-*"))
+    assert _logged_iterations(tmp_path) == list(range(1, 9))
+
+
+def test_training_stopped_carries_the_shell_exit_code(tmp_path):
+    stopped = TrainingStopped("SIGTERM", 7, tmp_path / "ckpt-0000007.pt")
+    assert stopped.exit_code == 143 and isinstance(stopped, KeyboardInterrupt)
+    assert "iteration 7" in str(stopped) and "Re-run the same command" in str(stopped)
+    assert TrainingStopped("SIGINT", 1, None).exit_code == 130
