@@ -34,6 +34,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. the disk filled up during the write
+        raise OSError(f"could not write checkpoint {path} ({err}); the checkpoints already there are intact. "
+                      f"Free disk space (or choose another --run-root) and re-run the same command to "
+                      f"resume") from err
     finally:
         if tmp.exists():
             tmp.unlink()

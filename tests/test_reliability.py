@@ -260,6 +260,45 @@ def test_damaged_newest_checkpoint_and_stale_temp_file_are_skipped(data, classif
     assert _logged_iterations(tmp_path) == list(range(1, 9))
 
 
+def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(data, classifier, tmp_path, monkeypatch):
+    import repro.checkpoint as ckpt
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save_until_full(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: half the bytes, then ENOSPC
+            f.write(b"\0" * 4096)
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", save_until_full)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*ckpt-0000004.pt .*No space left.*intact.*re-run"):
+        train_stylex("stylex", data, _tiny(), classifier, tmp_path, device="cpu", progress=False)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt-0000002.pt"]  # no temp file left
+    assert load_checkpoint(tmp_path / "checkpoints" / "ckpt-0000002.pt")["iteration"] == 2
+
+
+def test_every_load_in_the_project_is_weights_only():
+    """Static guard: each torch.load passes weights_only=True and no np.load allows pickles."""
+    import ast
+
+    calls = []
+    for path in [*ROOT.glob("repro/**/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("notebooks/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
+                owner = getattr(node.func.value, "id", "")
+                kw = {k.arg: k.value for k in node.keywords}
+                if owner == "torch":
+                    calls.append(path.name)
+                    assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, \
+                        f"{path}:{node.lineno}: torch.load without weights_only=True"
+                if owner == "np":
+                    assert "allow_pickle" not in kw, f"{path}:{node.lineno}: np.load with allow_pickle"
+    assert "checkpoint.py" in calls  # the scan sees the project's loader
+
+
 def test_training_stopped_carries_the_shell_exit_code(tmp_path):
     stopped = TrainingStopped("SIGTERM", 7, tmp_path / "ckpt-0000007.pt")
     assert stopped.exit_code == 143 and isinstance(stopped, KeyboardInterrupt)
