@@ -70,31 +70,152 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+# The paper's schedule (the original: 250k iterations at global batch 16, on 8 GPUs).
+PAPER_ITERATIONS, PAPER_BATCH = 250_000, 16
+PAPER_ATTFIND_IMAGES = 250
+GPU_RECIPE_COMMAND = ("python benchmarks/train_speed.py --device cuda --profiles paper-afhq --modes stylex "
+                      "--iterations 66 --precision bf16 --channels-last")
+
+
+def projected_hours(images_per_s: float, gpus: int = 1, iterations: int = PAPER_ITERATIONS,
+                    batch: int = PAPER_BATCH) -> float:
+    """Wall-clock hours for ``iterations`` x ``batch`` images at ``images_per_s`` per GPU, on ``gpus``
+    GPUs scaling linearly (an assumption for ``gpus > 1``: data-parallel overheads are ignored)."""
+    return iterations * batch / (images_per_s * gpus) / 3600
+
+
+def _is_cuda(record: dict[str, Any]) -> bool:
+    if "device_type" in record:
+        return record["device_type"] == "cuda"
+    return not str(record.get("device", "cpu")).startswith("cpu")
+
+
+def _precision(record: dict[str, Any]) -> str:
+    """``fp32`` (older records did not say: they ran fp32), plus ``+ channels-last``."""
+    return record.get("precision", "fp32") + (" + channels-last" if record.get("channels_last") else "")
+
+
+def _images_per_s(record: dict[str, Any]) -> float:
+    """batch / mean s per iteration; older records kept only the median."""
+    if "images_per_s" in record:
+        return float(record["images_per_s"])
+    return record["batch_size"] / record["sec_per_iter_median"]
+
+
+def _timed_iterations(record: dict[str, Any]) -> int:
+    """Iterations the s/iter figures come from: all but the first two (older records did not say)."""
+    if "timed_iterations" in record:
+        return int(record["timed_iterations"])
+    return record["iterations"] - 2 if record["iterations"] > 2 else record["iterations"]
+
+
+def _load(record: dict[str, Any]) -> str:
+    load = record.get("load_average")
+    if not load or load.get("before") is None or load.get("after") is None:
+        return "not recorded"
+    return f"{load['before']:.1f} / {load['after']:.1f}"
+
+
+def _attfind_projection(attfind: list[dict[str, Any]]) -> str:
+    """Paper-scale AttFind (64 px, 512 channels, N = 250, all conv coordinates) projected from the
+    newest CUDA measurement at that model size, or a statement that there is none."""
+    newest = {r["device"]: r for r in attfind
+              if _is_cuda(r) and (r["config"]["resolution"], r["config"]["channels"]) == (64, 512)}
+    if not newest:
+        return ("Paper-scale AttFind (64 px, 512 channels, N = 250 images, all conv coordinates; target <= 10 "
+                "minutes on one H100): not measured on a GPU yet (`python benchmarks/attfind_speed.py --device cuda "
+                "--resolution 64 --channels 512 --images 16 --coords 512` measures it).")
+    lines = []
+    for r in newest.values():
+        renders = PAPER_ATTFIND_IMAGES * 2 * r["config"]["num_styles"]
+        minutes = renders / r["batched"]["renders_per_s"] / 60
+        lines.append(f"Paper-scale AttFind on {r['device']}: {r['batched']['renders_per_s']:.0f} renders/s measured "
+                     f"({r['config']['images']} images x {r['config']['coords']} coordinates, {r['date'][:10]}), so "
+                     f"{PAPER_ATTFIND_IMAGES} images x 2 x {r['config']['num_styles']} coordinates = {renders:,} "
+                     f"renders project to {minutes:.1f} minutes (target <= 10).")
+    return " ".join(lines)
+
+
+def _gpu_recipe(train: list[dict[str, Any]]) -> str:
+    """Projected paper-schedule wall time from the newest CUDA paper-afhq StylEx training records."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for r in train:
+        if _is_cuda(r) and r.get("profile") == "paper-afhq" and r.get("mode") == "stylex":
+            newest[(r["device"], _precision(r))] = r
+    head = (f"**GPU recipe, measured and projected** (paper profile, {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} images; "
+            "the issue's target is >= 500 images/s of StylEx training on one H100).")
+    if not newest:
+        return (f"{head} No GPU run has been measured yet: `benchmarks/results/train_speed.jsonl` has no CUDA "
+                f"record of paper-afhq StylEx training, so no GPU throughput or projected time is given. On a "
+                f"GPU machine `bash benchmarks/run.sh` (or `{GPU_RECIPE_COMMAND}`) measures one, and "
+                f"`python -m repro readme` puts it here.")
+    rows = []
+    for r in newest.values():
+        ips = _images_per_s(r)
+        rows.append({"device": r["device"], "precision": _precision(r), "images/s (measured)": ips,
+                     "iterations timed": _timed_iterations(r),
+                     "1 GPU, projected (h)": projected_hours(ips, 1),
+                     "8 GPUs, projected, linear scaling assumed (h)": projected_hours(ips, 8),
+                     "date": r["date"][:10]})
+    return (f"{head} Images/s is measured (`benchmarks/train_speed.py`, one GPU, synthetic 64 px images); "
+            f"the hours are projected from it as {PAPER_ITERATIONS:,} x {PAPER_BATCH} / (images/s x GPUs) / 3600. "
+            "The 8-GPU column assumes linear scaling under torchrun: an assumption, not a measurement.\n\n"
+            + markdown_table(rows, floatfmt=".1f"))
+
+
 def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
     """Markdown tables of the benchmark results files (``benchmarks/*.py`` append to them): the
-    newest measurement per (profile, mode, device) of ``train_speed.jsonl`` and per device of
-    ``attfind_speed.jsonl`` (older runs stay in the files). Empty when neither file exists."""
+    newest measurement per (profile, mode, device, precision) of ``train_speed.jsonl``, per
+    (device, resolution, channels) of ``attfind_speed.jsonl`` and ``fliprate_speed.jsonl`` (older
+    runs stay in the files), and the GPU recipe: the paper schedule's projected wall time from a
+    measured CUDA training record, or a plain statement that none was measured. Empty when no
+    results file exists."""
     results = Path(results)
     parts = []
     train = _read_jsonl(results / "train_speed.jsonl")
     if train:
         newest: dict[tuple, dict[str, Any]] = {}
         for r in train:
-            newest[(r["profile"], r["mode"], r["device"])] = r
+            newest[(r["profile"], r["mode"], r["device"], _precision(r))] = r
         rows = [{"profile": r["profile"], "mode": r["mode"], "resolution / channels": f"{r['resolution']} / {r['channels']}",
-                 "batch": r["batch_size"], "s/iter (median)": r["sec_per_iter_median"],
-                 "peak RSS (MB)": round(r["peak_rss_mb"]), "iterations timed": r["iterations"],
+                 "batch": r["batch_size"], "precision": _precision(r), "s/iter (median)": r["sec_per_iter_median"],
+                 "images/s": _images_per_s(r),
+                 "peak memory (MB)": (f"{round(r['peak_cuda_mb'])} CUDA" if "peak_cuda_mb" in r
+                                      else f"{round(r['peak_rss_mb'])} RSS"),
+                 "iterations timed": _timed_iterations(r),
                  "device": r["device"], "date": r["date"][:10]} for r in newest.values()]
-        parts.append("Training (`benchmarks/train_speed.py`):\n\n" + markdown_table(rows, floatfmt=".3g"))
-    attfind = list({r["device"]: r for r in _read_jsonl(results / "attfind_speed.jsonl")}.values())
+        parts.append("Training (`benchmarks/train_speed.py`; images/s = batch / mean s per timed iteration, or / the "
+                     "median for rows that recorded only that; peak memory: RSS on CPU, "
+                     "`torch.cuda.max_memory_allocated` on CUDA):\n\n" + markdown_table(rows, floatfmt=".3g"))
+    attfind = list({(r["device"], r["config"]["resolution"], r["config"]["channels"]): r
+                    for r in _read_jsonl(results / "attfind_speed.jsonl")}.values())
     if attfind:
-        rows = [{"device": r["device"], "images x coordinates": f"{r['config']['images']} x {r['config']['coords']}",
+        rows = [{"device": r["device"], "resolution / channels": f"{r['config']['resolution']} / {r['config']['channels']}",
+                 "images x coordinates": f"{r['config']['images']} x {r['config']['coords']}",
                  "batched renders/s": r["batched"]["renders_per_s"], "reference renders/s": r["reference"]["renders_per_s"],
-                 "ratio": r["ratio"], "load before / after": (f"{r['load_average']['before']:.1f} / {r['load_average']['after']:.1f}"
-                                                               if "load_average" in r else "not recorded"),
-                 "date": r["date"][:10]} for r in attfind]
-        parts.append("AttFind effect tensor, default-size model, newest run per device (`benchmarks/attfind_speed.py`):\n\n"
+                 "ratio": r["ratio"], "load before / after": _load(r), "date": r["date"][:10]} for r in attfind]
+        parts.append("AttFind effect tensor, newest run per device and model size (`benchmarks/attfind_speed.py`):\n\n"
                      + markdown_table(rows, floatfmt=".1f"))
+    # "resumed layer": where the fast path's edited renders start (0: from the constant, e.g. when
+    # the stored layer inputs of all images would exceed repro.fliprate's memory cap).
+    fliprate = list({(r["device"], r["config"]["resolution"], r["config"]["channels"]): r
+                     for r in _read_jsonl(results / "fliprate_speed.jsonl")}.values())
+    if fliprate:
+        rows = [{"device": r["device"], "resolution / channels": f"{r['config']['resolution']} / {r['config']['channels']}",
+                 "images x k values": f"{r['config']['images']} x {r['config']['ks']}",
+                 "first edited / resumed layer": f"{r['config']['start_layer']} / {r['config'].get('resumed_layer', '?')}",
+                 "fast edited renders/s": r["fast"]["edited_renders_per_s"],
+                 "reference edited renders/s": r["reference"]["edited_renders_per_s"],
+                 "fast images/s": r["fast"]["images_per_s"], "ratio": r["ratio"],
+                 "max logit diff": ("not recorded" if r.get("max_abs_logit_diff") is None
+                                    else f"{r['max_abs_logit_diff']:.1e}"),
+                 "decisions differing": r["flip_disagreements"] + r["base_class_disagreements"],
+                 "load before / after": _load(r), "date": r["date"][:10]} for r in fliprate]
+        parts.append("Flip-rate evaluation, fast path against the reference path on the same model, images and "
+                     "coordinates, newest run per device and model size (`benchmarks/fliprate_speed.py`):\n\n"
+                     + markdown_table(rows, floatfmt=".1f"))
+    if parts:
+        parts.append(_gpu_recipe(train) + "\n\n" + _attfind_projection(_read_jsonl(results / "attfind_speed.jsonl")))
     return "\n\n".join(parts)
 
 
