@@ -135,12 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; a user error prints ``error: <message>`` (no traceback) and returns 2.
+
+    User errors: ``ValueError`` (bad names and values; ``repro.data.real.DataError`` is one),
+    ``OSError`` (missing files, unwritable or full run directories, ``FileExistsError``) and
+    ``repro.checkpoint.CheckpointError``. Ctrl-C (or a signal that stopped training) prints one
+    line and returns 130 (or the signal's shell code).
+    """
+    from repro.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "iterations", None) is not None and args.iterations < 1:
+        parser.error(f"--iterations must be a positive number of training steps, got {args.iterations}; "
+                     f"give 1 or more, or leave it out to use the profile's")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, OSError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        detail = str(err) or "re-run the same command to go on from what was saved"
+        print(f"interrupted: {detail}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))
     return 0
 
 

@@ -616,9 +616,19 @@ def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: At
     return picks, gains
 
 
+def _check_num_indices(config: AttFindConfig, num_styles: int) -> None:
+    """``num_indices`` may not exceed the 2 x S (direction, coordinate) pairs a class can pick from."""
+    if config.num_indices > 2 * num_styles:
+        raise ValueError(f"AttFindConfig.num_indices = {config.num_indices} asks for more coordinates than exist: "
+                         f"the effect tensor has S = {num_styles} style coordinates, i.e. {2 * num_styles} "
+                         f"(direction, coordinate) pairs per class; set num_indices to at most {2 * num_styles} "
+                         f"(the presets use 8 or 10)")
+
+
 def _select(effect: np.ndarray, base_logits: np.ndarray, cls: int, config: AttFindConfig,
             images: np.ndarray | None, check: CoordinateCheck | None) -> tuple[list[tuple[int, int]], list[float]]:
     num_styles = effect.shape[2]
+    _check_num_indices(config, num_styles)
     if images is None:
         images = np.nonzero(np.argmax(base_logits, axis=1) == 1 - cls)[0]
     if config.variant == "image-fraction":
@@ -692,6 +702,7 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
     config = config or AttFindConfig()
     if config.discriminator_threshold is not None and check is None:
         raise ValueError("config.discriminator_threshold is set: pass check=make_discriminator_check(...)")
+    _check_num_indices(config, int(effect_result.effect.shape[2]))  # before any work
     effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, config.unstable_max_count)
     base = _as_numpy(effect_result.base_logits)
     labels = np.argmax(base, axis=1)

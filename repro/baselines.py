@@ -55,6 +55,10 @@ def wu_attributes(conv_styles_flat: torch.Tensor | np.ndarray, probs: torch.Tens
     p = _numpy(probs)
     if styles.ndim != 2 or p.shape != (styles.shape[0], 2):
         raise ValueError(f"expected styles [N, S] and probs [N, 2], got {styles.shape} and {p.shape}")
+    num_styles = styles.shape[1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= num_styles:
+        raise ValueError(f"Wu baseline: k = {k!r} is outside [1, {num_styles}] (the styles have S = {num_styles} "
+                         f"coordinates); ask for 1 to {num_styles} coordinates (EvalConfig.k_max)")
     positives = p[:, target_class] > threshold
     if not positives.any():
         raise ValueError(f"no image has softmax[{target_class}] > {threshold}; lower the threshold or use more images")
@@ -92,7 +96,8 @@ def random_attributes(num_styles: int, k: int, seed: int, *, style_dims: Sequenc
     Deterministic per ``seed`` (NumPy ``default_rng``); scores are all 0 (there is no ranking).
     """
     if not 0 < k <= num_styles:
-        raise ValueError(f"k must lie in [1, {num_styles}], got {k}")
+        raise ValueError(f"random baseline: k = {k} is outside [1, {num_styles}] (there are S = {num_styles} "
+                         f"style coordinates to draw from); ask for 1 to {num_styles} (EvalConfig.k_max)")
     rng = np.random.default_rng(seed)
     indices = rng.choice(num_styles, size=k, replace=False)
     directions = rng.integers(0, 2, size=k)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from repro.checkpoint import CheckpointError, check_run_dir, load_checkpoint, save_checkpoint
 from repro.config import ClassifierConfig, DataConfig, save_config, to_dict
-from repro.data import ImageSet, load_split
+from repro.data import ImageSet, check_root, load_split
 from repro.networks import build_classifier
 from repro.utils import pick_device, seed_everything, tqdm
 
@@ -100,6 +100,9 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                      device: str = "auto", force: bool = False, progress: bool | None = None) -> ClassifierRun:
     """Train (or reuse) the classifier of one task; see the module docstring for the outputs."""
     run_dir = Path(run_dir)
+    if data.dataset == "ffhq":  # known before loading (and decoding) every image
+        raise ValueError(f"dataset 'ffhq' (root {data.root}) has no labels: a classifier needs a labelled "
+                         f"data set (for the age task, CelebA; FFHQ is only for StylEx)")
     dev = pick_device(device)
     full_config = {"data": to_dict(data), "classifier": to_dict(config)}
     if not force and (run_dir / CHECKPOINT).exists() and (run_dir / "metrics.json").exists():
@@ -107,6 +110,8 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
             return load_classifier(run_dir, device=dev, expected_config=full_config)
         except CheckpointError as err:
             print(f"not reusing {run_dir / CHECKPOINT}: {err}; training again")
+    check_root(data)  # a missing data folder fails before a run directory is made
+    check_run_dir(run_dir)  # unwritable or full: fail now, not after loading data and training
     save_config({"data": data, "classifier": config}, run_dir)
 
     seed_everything(config.seed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ from repro.losses import LossWeights
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
+
+
+def _require_positive(config: Any, *names: str) -> None:
+    """Raise ValueError naming the first of ``names`` that is not a positive integer."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}; "
+                             f"set it to 1 or more (or leave it out to use the default)")
 
 
 @dataclass
@@ -78,6 +88,9 @@ class ClassifierConfig:
     hflip: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _require_positive(self, "epochs", "batch_size")
+
 
 @dataclass
 class StylExConfig:
@@ -122,6 +135,10 @@ class StylExConfig:
     precision: str = "fp32"
     channels_last: bool = False
 
+    def __post_init__(self) -> None:
+        _require_positive(self, "channels", "latent_dim", "batch_size", "iterations", "log_every",
+                          "sample_every", "checkpoint_every", "keep_checkpoints")
+
 
 @dataclass
 class EvalConfig:
@@ -148,6 +165,16 @@ class EvalConfig:
     images_per_repeat: int = 100
     wu_threshold: float = 0.9
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat")
+        if not 0.0 < self.wu_threshold < 1.0:
+            raise ValueError(f"EvalConfig.wu_threshold must lie strictly between 0 and 1 (a softmax), "
+                             f"got {self.wu_threshold!r}; the replication used 0.9")
+        ks = self.curve_ks or []
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+            raise ValueError(f"EvalConfig.curve_ks must hold positive integers, got {ks}; "
+                             f"remove the others (or set curve_ks to None for every k in 1..k_max)")
 
 
 @dataclass
@@ -194,7 +221,8 @@ class Profile:
             if task.name == name:
                 return task
         known = ", ".join(t.name for t in self.tasks)
-        raise ValueError(f"task {name!r} is not in profile {self.name!r}; it has: {known}")
+        raise ValueError(f"task {name!r} is not in profile {self.name!r}; choose one of: {known} "
+                         f"(or leave --task out to run every task of the profile)")
 
     def run_dir(self, task: str, component: str) -> Path:
         """``runs/<profile>/<task>/<component>``, e.g. ``runs/default/synth-age/stylex``."""
@@ -311,7 +339,8 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}; remove or rename them "
+                         f"(its fields are: {', '.join(sorted(names))})")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from repro.attfind import Attributes, EffectResult, compute_effects, get_preset, run_attfind, style_range
 from repro.baselines import mean_effects, random_attributes, wu_attributes
 from repro.classifier import CHECKPOINT, load_classifier
-from repro.config import Profile, TaskConfig
+from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents
 from repro.fliprate import flip_rate_curve, load_results, save_results
@@ -68,6 +68,15 @@ def _fingerprint(*files: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_eval_config(ev: EvalConfig, num_styles: int) -> None:
+    """Raise ValueError, before any rendering, if the flip-rate ks ask for more than the S coordinates."""
+    ks = sorted(set(ev.curve_ks or range(1, ev.k_max + 1)) | {ev.k, ev.k_max})
+    if ks[-1] > num_styles:
+        raise ValueError(f"EvalConfig asks to edit k = {ks[-1]} coordinates (k = {ev.k}, k_max = {ev.k_max}, "
+                         f"curve_ks = {ev.curve_ks}) but the model has only S = {num_styles} style coordinates; "
+                         f"set k, k_max and curve_ks to at most {num_styles}")
+
+
 def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig, profile: Profile) -> tuple[Latents, Latents]:
     """(AttFind images, held-out evaluation images), disjoint, with fixed noise."""
     ev = profile.eval
@@ -76,7 +85,8 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
         val, test = load_split(task.stylex_data, "val"), load_split(task.stylex_data, "test")
         if len(test) < n_eval:
             raise ValueError(f"{ev.repeats} repeats x {ev.images_per_repeat} images need {n_eval} held-out "
-                             f"images but {test.name} has {len(test)}; lower eval.images_per_repeat")
+                             f"images but {test.name} has {len(test)}; lower EvalConfig.repeats or "
+                             f"EvalConfig.images_per_repeat so that their product is at most {len(test)}")
         return (latents(model, classifier, val, n=ev.attfind_images, seed=ev.seed),
                 latents(model, classifier, test, n=n_eval, seed=ev.seed + 1))
     return (latents(model, classifier, n=ev.attfind_images, seed=ev.seed),
@@ -86,10 +96,17 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
 def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto", force: bool = False,
                   progress: bool | None = None) -> Explanation:
     """Run (or reuse) AttFind, the baselines and the flip rates of one trained model."""
+    config = get_preset(profile.eval.attfind_preset)  # a bad name fails now, not after the effects
     dev = pick_device(device)
     run_dir = profile.run_dir(task.name, mode)
+    clf_dir = profile.run_dir(task.name, "classifier")
+    for path, command in ((run_dir / FINAL, f"train-stylex --mode {mode}"), (clf_dir / CHECKPOINT, "train-classifier")):
+        if not path.exists():
+            raise FileNotFoundError(f"no trained model {path} to explain; run `python -m repro {command} "
+                                    f"--profile {profile.name} --task {task.name}` first (with the same --run-root)")
     model = load_stylex(run_dir, device=dev).model
-    classifier = load_classifier(profile.run_dir(task.name, "classifier"), device=dev).model
+    check_eval_config(profile.eval, model.generator.num_styles)
+    classifier = load_classifier(clf_dir, device=dev).model
     found, held_out = image_sets(model, classifier, task, profile)
     G, ev = model.generator, profile.eval
 
@@ -114,7 +131,6 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                                       progress=progress)
             effects.save(effects_path)
             stamped.write_text(stamp)
-    config = get_preset(ev.attfind_preset)
     probs = F.softmax(effects.base_logits, dim=1)
     # Wu positives: softmax > threshold (the replication's rule); when no image passes it (a weak
     # classifier, few images) fall back to Wu's own rule, the top 2%, and record that.

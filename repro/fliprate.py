@@ -220,9 +220,13 @@ def _per_class(flipped: torch.Tensor, base_class: torch.Tensor) -> list[float | 
     return out
 
 
-def _check_k(ks: Sequence[int], available: int) -> None:
+def _check_k(ks: Sequence[int], available: int, num_styles: int) -> None:
+    """k must be in [1, S]; a list shorter than k only warns (AttFind may stop early)."""
     if min(ks) < 1:
-        raise ValueError(f"k must be >= 1, got {list(ks)}")
+        raise ValueError(f"k must be >= 1, got {list(ks)}; the flip rate edits the top k coordinates together")
+    if max(ks) > num_styles:
+        raise ValueError(f"k = {max(ks)} asks to edit more coordinates than exist: the styles have "
+                         f"S = {num_styles} coordinates; ask for k <= {num_styles} (EvalConfig.k, k_max, curve_ks)")
     if max(ks) > available:
         warnings.warn(f"asked for k up to {max(ks)} but the list has only {available} coordinates; "
                       f"larger k apply all {available}", stacklevel=3)
@@ -245,7 +249,7 @@ def flip_rate(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.T
         k: number of pairs applied together.
         style_min / style_max: [S] targets; default: min / max over these images.
     """
-    _check_k([k], len(attributes))
+    _check_k([k], len(attributes), sum(c.shape[1] for c in conv_styles))
     flipped, base = _flip_matrix(G, classifier, conv_styles, rgb_styles, noise, attributes.coords, [k],
                                  style_min, style_max, batch_size, progress)
     f = flipped[0]
@@ -259,7 +263,8 @@ def _subsets(n_images: int, repeats: int, images_per_repeat: int | None, seed: i
         images_per_repeat = n_images // repeats
     if images_per_repeat < 1 or repeats * images_per_repeat > n_images:
         raise ValueError(f"{repeats} disjoint repeats of {images_per_repeat} images need "
-                         f"{repeats * images_per_repeat} images; got {n_images}")
+                         f"{repeats * images_per_repeat} images; got {n_images}. Lower repeats or "
+                         f"images_per_repeat (EvalConfig.repeats / images_per_repeat), or pass more images")
     perm = np.random.default_rng(seed).permutation(n_images)
     return [np.sort(perm[r * images_per_repeat:(r + 1) * images_per_repeat]) for r in range(repeats)], images_per_repeat
 
@@ -276,7 +281,7 @@ def _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes: Att
     for r, subset in enumerate(subsets):
         attrs = attributes(r) if callable(attributes) else attributes
         if not warned:
-            _check_k(ks, len(attrs))
+            _check_k(ks, len(attrs), sum(c.shape[1] for c in conv_styles))
             warned = True
         idx = torch.as_tensor(subset, dtype=torch.long)
         pick = lambda ts: None if ts is None else [t[idx.to(t.device)] for t in ts]  # noqa: E731

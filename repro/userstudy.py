@@ -179,9 +179,15 @@ def load_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: make the questionnaire first (make_questionnaire)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} manifest (format {manifest.get('format')!r})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): it was cut short or edited by hand; make the "
+                         f"questionnaire again (make_questionnaire) into a fresh folder") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} is not a {FORMAT} manifest (format {found!r}); point at the folder "
+                         f"make_questionnaire wrote")
     return manifest
 
 

@@ -58,6 +58,24 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def check_root(config: DataConfig) -> None:
+    """Fail now, before a run starts, if a real data set's root is unset or not a folder.
+
+    Raises ValueError (no root) or :class:`repro.data.real.DataError` naming the path and the fix;
+    does nothing for the synthetic data set.
+    """
+    if config.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if config.dataset == "synthetic":
+        return
+    if config.root is None:
+        raise ValueError(f"dataset {config.dataset!r} needs a data root (--data-root); "
+                         f"see README.md, 'Real data', for where to download it")
+    from repro.data import real
+
+    real.require_root(config.dataset, config.root)
+
+
 def load_split(config: DataConfig, split: str, *, progress: bool = False) -> ImageSet:
     """Load one split of the data a :class:`DataConfig` describes."""
     if split not in SPLITS:
@@ -77,9 +95,7 @@ def load_split(config: DataConfig, split: str, *, progress: bool = False) -> Ima
                         torch.from_numpy(data.factors).float(), name)
     from repro.data import real
 
-    if config.root is None:
-        raise ValueError(f"dataset {config.dataset!r} needs a data root (--data-root); "
-                         f"see README.md, 'Real data', for where to download it")
+    check_root(config)
     data = real.load_real(config.dataset, config.root, split, config.resolution,
                           cache_dir=config.cache_dir, progress=progress)
     labels = torch.as_tensor(data.labels).long()

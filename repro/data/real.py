@@ -183,7 +183,8 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
             image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
         return np.array(image, dtype=np.uint8)  # a writable copy, for torch.from_numpy
     except Exception as err:  # PIL raises many types for bad files; all mean "this file is unusable"
-        raise DataError(f"cannot decode image {path}: {type(err).__name__}: {err}") from err
+        raise DataError(f"cannot decode image {path}: {type(err).__name__}: {err}. Replace or delete the "
+                        f"file, or preprocess with skip_bad=True to leave undecodable images out") from err
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -213,12 +214,28 @@ def _describe(folder: Path, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+ROOT_HINT = ("give the right folder: load_real's root (DataConfig.root) is that folder itself; the "
+             "command line's --data-root is the folder holding afhq/, celeba/ and ffhq/ "
+             "(README.md, 'Real data', says where to download them)")
+
+
 def _require_dir(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DataError(f"{what} not found: {path}")
+        raise DataError(f"{what} not found: {path}; {ROOT_HINT}")
     if not path.is_dir():
-        raise DataError(f"{what} is not a folder: {path}")
+        raise DataError(f"{what} {path} is a file, not a folder; {ROOT_HINT}")
     return path
+
+
+ROOT_NAMES = {"afhq": "AFHQ root folder", "celeba": "CelebA root folder", "ffhq": "FFHQ root folder",
+              "folder": "image folder root"}
+
+
+def require_root(dataset: str, root: str | Path) -> Path:
+    """``root`` as a Path if it is an existing folder, else a :class:`DataError` naming it and the fix."""
+    if dataset not in ROOT_NAMES:
+        raise ValueError(f"unknown real dataset {dataset!r}; choose one of: {', '.join(REAL_DATASETS)}")
+    return _require_dir(Path(root), ROOT_NAMES[dataset])
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -287,7 +304,7 @@ def _check_split(split: str) -> None:
 def load_afhq(root: str | Path, split: str, resolution: int) -> ImageFileDataset:
     """AFHQ cat (0) vs dog (1); ``root`` holds ``afhq/`` or is it. ``test`` is ``val`` (no test split)."""
     _check_split(split)
-    root = _require_dir(Path(root), "AFHQ root folder")
+    root = require_root("afhq", root)
     base = root / "afhq" if (root / "afhq").is_dir() else root
     layout = "afhq/{train,val}/{cat,dog}/*.png"
     split_dir = base / ("train" if split == "train" else "val")
@@ -384,7 +401,7 @@ def load_celeba(root: str | Path, split: str, resolution: int) -> ImageFileDatas
     name of the split must have attributes and an image file.
     """
     _check_split(split)
-    root = _require_dir(Path(root), "CelebA root folder")
+    root = require_root("celeba", root)
     base = _celeba_base(root)
     image_dir = base / CELEBA_IMAGES
     if not image_dir.is_dir():
@@ -421,7 +438,7 @@ def load_ffhq(root: str | Path, split: str, resolution: int, *, train_count: int
     _check_split(split)
     if train_count <= 0:
         raise ValueError(f"train_count must be positive, got {train_count}")
-    root = _require_dir(Path(root), "FFHQ root folder")
+    root = require_root("ffhq", root)
     files, skipped = list_images(root)
     if len(files) < 2:
         raise DataError(f"FFHQ folder {root} holds {len(files)} image(s); expected a folder of images "
@@ -472,7 +489,7 @@ def load_folder(root: str | Path, split: str, resolution: int) -> ImageFileDatas
     hold the same two classes); otherwise each class is split 80/10/10 by file-name hash.
     """
     _check_split(split)
-    root = _require_dir(Path(root), "image folder root")
+    root = require_root("folder", root)
     split_dirs = [name for name in SPLITS if (root / name).is_dir()]
     if split_dirs:
         if split not in split_dirs:
