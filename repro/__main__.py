@@ -6,6 +6,7 @@ Each command is a thin wrapper over the library function the notebooks call.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Callable
@@ -58,6 +59,9 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
     from repro.training import train_profile_model
 
     profile, tasks = _tasks(args)
+    if args.precision is not None or args.channels_last:
+        profile.stylex = dataclasses.replace(profile.stylex, channels_last=args.channels_last,
+                                             precision=args.precision or profile.stylex.precision)
     for task in tasks:
         modes = [args.mode] if args.mode else task.modes
         for mode in modes:
@@ -131,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="model (default: every mode the profile lists for the task)")
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
+            p.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
+                           help="fp32 (reference), tf32 (CUDA) or bf16 autocast; checked against fp32 at "
+                                "the start (default: the profile's, fp32)")
+            p.add_argument("--channels-last", action="store_true", help="NHWC conv layout (GPU)")
     return parser
 
 
@@ -138,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints ``error: <message>`` (no traceback) and returns 2.
 
     User errors: ``ValueError`` (bad names and values; ``repro.data.real.DataError`` is one),
-    ``OSError`` (missing files, unwritable or full run directories, ``FileExistsError``) and
-    ``repro.checkpoint.CheckpointError``. Ctrl-C (or a signal that stopped training) prints one
+    ``OSError`` (missing files, unwritable or full run directories, ``FileExistsError``),
+    ``repro.checkpoint.CheckpointError``, and the training faults ``NonFiniteError`` and
+    ``PrecisionMismatch`` (their messages say what was kept and what to do). Ctrl-C (or a signal that stopped training) prints one
     line and returns 130 (or the signal's shell code).
     """
     from repro.checkpoint import CheckpointError
+    from repro.precision import PrecisionMismatch
+    from repro.training import NonFiniteError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"give 1 or more, or leave it out to use the profile's")
     try:
         args.func(args)
-    except (ValueError, OSError, CheckpointError) as err:
+    except (ValueError, OSError, CheckpointError, NonFiniteError, PrecisionMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

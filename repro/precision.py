@@ -32,6 +32,10 @@ IMAGE_TOLERANCE = 0.02
 PROB_TOLERANCE = 0.05
 
 
+class PrecisionMismatch(RuntimeError):
+    """A reduced-precision render differs from the fp32 one beyond tolerance."""
+
+
 def validate(precision: str, device: torch.device) -> None:
     """Raise ``ValueError`` naming the flag and the fix when ``precision`` can't run on ``device``."""
     if precision not in PRECISIONS:
@@ -96,9 +100,9 @@ def numerical_check(model: nn.Module, classifier: nn.Module, precision: str, dev
 
 
 def require_close(check: dict[str, Any]) -> None:
-    """Raise ``RuntimeError`` when a :func:`numerical_check` failed its tolerance."""
+    """Raise ``PrecisionMismatch`` when a :func:`numerical_check` failed its tolerance."""
     if not check["ok"]:
-        raise RuntimeError(
+        raise PrecisionMismatch(
             f"precision {check['precision']!r} differs from fp32 beyond tolerance on a fixed render "
             f"(mean |image diff| {check['image_mean_abs']:.4f}, tolerance {IMAGE_TOLERANCE}; max |prob diff| "
             f"{check['prob_max_abs']:.4f}, tolerance {PROB_TOLERANCE}); train with --precision fp32")

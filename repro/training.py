@@ -285,7 +285,10 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         save_config(full_config, run_dir)
 
     if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes: each process "
+                         f"takes an equal share. Choose a StylExConfig.batch_size that is a multiple of {world}, "
+                         f"or start a number of processes (torchrun --nproc-per-node) that divides "
+                         f"{config.batch_size}")
     batch = config.batch_size // world
     seed_everything(config.seed)  # the same initialisation on every process
     train = load_split(data, "train")

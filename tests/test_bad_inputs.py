@@ -365,6 +365,22 @@ def test_device_cuda_without_cuda(capsys, tmp_path, no_data_loading):
     assert "error: device 'cuda' was asked for but CUDA is not available here; use --device cpu" in err
 
 
+def test_unknown_device_name(capsys, tmp_path, no_data_loading):
+    code, err = run_main(capsys, "train-classifier", "--profile", "quick", "--device", "gpu",
+                         "--run-root", str(tmp_path), "--no-progress")
+    assert code == 2
+    assert "error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N" in err
+
+
+def test_unknown_precision_and_tf32_on_cpu(capsys, tmp_path):
+    from repro.precision import validate
+
+    code, err = run_main(capsys, "train-stylex", "--profile", "quick", "--precision", "fp16")
+    assert code == 2 and "invalid choice: 'fp16'" in err
+    with pytest.raises(ValueError, match="'tf32' only changes CUDA matmuls .* use --precision fp32"):
+        validate("tf32", torch.device("cpu"))
+
+
 def test_config_json_with_an_unknown_field(tmp_path):
     data = to_dict(get_profile("quick"))
     data["stylex"]["iteratons"] = data["stylex"].pop("iterations")  # a typo in a hand-edited config.json
@@ -404,7 +420,8 @@ def test_batch_size_not_divisible_by_the_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(training.dist, "barrier", lambda: None)
     monkeypatch.setattr(training, "load_split", lambda *a, **k: pytest.fail("data was loaded first"))
     config = StylExConfig(channels=8, latent_dim=16, batch_size=16, iterations=1, mapping_layers=1)
-    with pytest.raises(ValueError, match=r"batch_size 16 is not divisible by 3 processes"):
+    with pytest.raises(ValueError, match=r"batch_size 16 is not divisible by 3 processes.*multiple of 3.*"
+                                         r"--nproc-per-node\) that divides 16"):
         training.train_stylex("stylex", DataConfig(), config, None, tmp_path / "run", device="cpu")
 
 

@@ -43,7 +43,7 @@ def test_check_fails_and_stops_when_beyond_tolerance(nets, monkeypatch):
     monkeypatch.setattr(precision, "IMAGE_TOLERANCE", 1e-9)
     check = precision.numerical_check(*nets, "bf16", CPU, batch=2)
     assert not check["ok"]
-    with pytest.raises(RuntimeError, match="precision 'bf16' differs from fp32 beyond tolerance.*--precision fp32"):
+    with pytest.raises(precision.PrecisionMismatch, match="precision 'bf16' differs from fp32 beyond tolerance.*--precision fp32"):
         precision.require_close(check)
 
 
