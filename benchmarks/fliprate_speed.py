@@ -9,8 +9,9 @@ seconds are recorded too), their ratio, and how far apart their outputs are: the
 difference of the classifier logits the two paths computed (recorded on the way, in the same
 order; the largest logit is recorded for scale) and the number of flip / base-class decisions on
 which they disagree. It appends one JSON line to ``benchmarks/results/fliprate_speed.jsonl``.
-A measurement, not a test. Each fast call folds the classifier's BatchNorm first (a fixed cost of
-a fraction of a second on CPU, timed with it), so tiny ``--images`` understate the fast path. On a
+A measurement, not a test. The fast path folds the classifier's BatchNorm once (cached per
+classifier by ``repro.attfind._fast_classifier``); the script folds it before timing, as a
+flip-rate curve with repeats pays it once, not per repeat. On a
 shared CPU the load average (recorded before and after) moves the numbers: compare runs under
 similar load.
 
@@ -18,7 +19,7 @@ The coordinates are ``--k`` random (direction, index) pairs (seeded), drawn from
 ``>= --min-layer``; the fast path resumes edited renders at the lowest layer among them, so
 ``--min-layer`` above 0 shows what resuming buys when the top coordinates are all late. The
 fast path resumes only while the stored layer inputs of all N images fit in
-``repro.fliprate._MAX_STATE_BYTES``, else it starts from the constant: ``config.resumed_layer``
+``repro.fliprate._state_budget(device)``, else it starts from the constant: ``config.resumed_layer``
 records which (0: from the constant).
 
     python benchmarks/fliprate_speed.py --resolution 32 --channels 64 --images 256 --k 10
@@ -94,9 +95,10 @@ def random_coords(style_dims: list[int], k: int, min_layer: int, seed: int) -> l
 
 def resumed_layer(G: Generator, conv, rgb, noise, start_layer: int, n_images: int) -> int | None:
     """The layer the fast path's edited renders start from: ``start_layer``, or 0 when the stored
-    layer inputs of all images would exceed ``repro.fliprate._MAX_STATE_BYTES`` (the same test
-    ``_flip_matrix`` makes, on one image's state). None if that constant is gone."""
-    cap = getattr(fliprate, "_MAX_STATE_BYTES", None)
+    layer inputs of all images would exceed ``repro.fliprate._state_budget`` (the same test
+    ``_flip_matrix`` makes, on one image's state). None if that function is gone."""
+    budget = getattr(fliprate, "_state_budget", None)
+    cap = budget(next(G.parameters()).device) if budget is not None else None
     if start_layer == 0 or cap is None:
         return 0 if cap is not None else None
     with torch.inference_mode():

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,18 +312,36 @@ def classify(classifier: nn.Module, img: torch.Tensor) -> torch.Tensor:
     return classifier(img.clamp(-1.0, 1.0).contiguous()).float()
 
 
+_FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Callable]]" = weakref.WeakKeyDictionary()
+
+
 def _fast_classifier(classifier: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`classify`, faster: an inference copy of the (eval-mode) classifier with BatchNorm
     folded into the convolutions (``torch.fx``) and channels_last weights and inputs. Falls back
-    to the classifier as it is, with a warning, when it cannot be traced."""
+    to the classifier as it is, with a warning, when it cannot be traced.
+
+    The folded copy is cached per classifier and rebuilt when any of its parameters or buffers
+    changed since (their in-place version counters, data pointers and devices are compared):
+    folding costs a fraction of a second, which flip-rate repeats would otherwise pay each time.
+    """
     from torch.fx.experimental.optimization import fuse
 
+    tensors = [*classifier.parameters(), *classifier.buffers()]
+    stamp = tuple((t._version, t.data_ptr(), str(t.device)) for t in tensors)
+    cached = _FOLDED.get(classifier)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     try:
         fused = fuse(classifier).to(memory_format=torch.channels_last)
     except Exception as err:  # fx raises many types on untraceable models
         warnings.warn(f"could not fold the classifier's BatchNorm with torch.fx ({err!r}); using it as it is")
         return lambda img: classify(classifier, img)
-    return lambda img: fused(img.clamp(-1.0, 1.0).contiguous(memory_format=torch.channels_last)).float()
+
+    def run(img: torch.Tensor) -> torch.Tensor:
+        return fused(img.clamp(-1.0, 1.0).contiguous(memory_format=torch.channels_last)).float()
+
+    _FOLDED[classifier] = (stamp, run)
+    return run
 
 
 # Largest generator activation per pass on CPU: cache-friendly, and below glibc's 32 MiB mmap

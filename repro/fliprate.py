@@ -129,8 +129,15 @@ class FlipCurve:
 # Core: flipped[k, n] for several k in one pass over the images
 
 # Resume edited renders from the first edited layer's stored input only while those inputs take
-# at most this much memory (else every edited render starts from the constant).
+# at most this much memory (else every edited render starts from the constant): 512 MiB on a CPU,
+# a quarter of the free memory on a GPU (64 px x 512 channels x 1,000 images at layer 8 is 8 GiB).
 _MAX_STATE_BYTES = 512 * 2 ** 20
+
+
+def _state_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return max(_MAX_STATE_BYTES, torch.cuda.mem_get_info(device)[0] // 4)
+    return _MAX_STATE_BYTES
 
 
 def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
@@ -180,7 +187,7 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
                 img, states = synthesis(*args, return_states=True)
                 parts.append(states[start_layer])
                 per_image = sum(t.numel() * t.element_size() for t in (parts[0].x, parts[0].img) if t is not None)
-                if per_image / parts[0].batch * n_images > _MAX_STATE_BYTES:
+                if per_image / parts[0].batch * n_images > _state_budget(device):
                     start_layer, parts = 0, []  # too big to keep: edited renders start from the constant
             else:
                 img = synthesis(*args)

@@ -333,3 +333,21 @@ def test_decode_index():
     assert decode_index(9, dims) == (2, 1)
     with pytest.raises(IndexError):
         decode_index(10, dims)
+
+
+def test_folded_classifier_is_cached_and_rebuilt_when_weights_change():
+    from repro.attfind import _fast_classifier
+    from repro.networks import build_classifier
+
+    torch.manual_seed(0)
+    clf = build_classifier(2).eval()
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    first = _fast_classifier(clf)
+    assert _fast_classifier(clf) is first  # the fold is reused
+    before = first(img)
+    with torch.no_grad():
+        clf.classifier[-1].bias.add_(torch.tensor([1.0, -1.0]))  # in place: bumps the version counter
+    again = _fast_classifier(clf)
+    assert again is not first
+    assert torch.allclose(again(img), clf(img), atol=1e-5)
+    assert torch.allclose(again(img) - before, torch.tensor([1.0, -1.0]).expand(2, 2), atol=1e-5)
