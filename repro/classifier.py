@@ -120,6 +120,8 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
         if (split.labels < 0).any():
             raise ValueError(f"{split.name} has no labels: a classifier needs a labelled data set "
                              f"(for the age task, CelebA; FFHQ is only for StylEx)")
+    if dev.type == "cuda":  # the whole uint8 training set on the GPU: a batch is an index away
+        train = train.to(dev)
     model = build_classifier(2).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train) // config.batch_size)
@@ -133,7 +135,7 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
         order = torch.randperm(len(train), generator=gen)
         t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size].to(train.images.device)
             x, y = train.batch(idx, dev), train.labels[idx].to(dev)
             if config.hflip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
