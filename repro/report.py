@@ -198,7 +198,7 @@ def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
                      + markdown_table(rows, floatfmt=".1f"))
     # "resumed layer": where the fast path's edited renders start (0: from the constant, e.g. when
     # the stored layer inputs of all images would exceed repro.fliprate's memory cap).
-    fliprate = list({(r["device"], r["config"]["resolution"], r["config"]["channels"]): r
+    fliprate = list({(r["device"], r["config"]["resolution"], r["config"]["channels"], r["config"]["ks"]): r
                      for r in _read_jsonl(results / "fliprate_speed.jsonl")}.values())
     if fliprate:
         rows = [{"device": r["device"], "resolution / channels": f"{r['config']['resolution']} / {r['config']['channels']}",
@@ -207,12 +207,12 @@ def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
                  "fast edited renders/s": r["fast"]["edited_renders_per_s"],
                  "reference edited renders/s": r["reference"]["edited_renders_per_s"],
                  "fast images/s": r["fast"]["images_per_s"], "ratio": r["ratio"],
-                 "max logit diff": ("not recorded" if r.get("max_abs_logit_diff") is None
-                                    else f"{r['max_abs_logit_diff']:.1e}"),
+                 "max logit diff (of max logit)": ("not recorded" if r.get("max_abs_logit_diff") is None
+                                                   else f"{r['max_abs_logit_diff']:.1e} ({r['max_abs_logit']:.1e})"),
                  "decisions differing": r["flip_disagreements"] + r["base_class_disagreements"],
                  "load before / after": _load(r), "date": r["date"][:10]} for r in fliprate]
         parts.append("Flip-rate evaluation, fast path against the reference path on the same model, images and "
-                     "coordinates, newest run per device and model size (`benchmarks/fliprate_speed.py`):\n\n"
+                     "coordinates, newest run per device, model size and number of k values (`benchmarks/fliprate_speed.py`):\n\n"
                      + markdown_table(rows, floatfmt=".1f"))
     if parts:
         parts.append(_gpu_recipe(train) + "\n\n" + _attfind_projection(_read_jsonl(results / "attfind_speed.jsonl")))
