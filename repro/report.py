@@ -208,7 +208,7 @@ def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
                  "reference edited renders/s": r["reference"]["edited_renders_per_s"],
                  "fast images/s": r["fast"]["images_per_s"], "ratio": r["ratio"],
                  "max logit diff (of max logit)": ("not recorded" if r.get("max_abs_logit_diff") is None
-                                                   else f"{r['max_abs_logit_diff']:.1e} ({r['max_abs_logit']:.1e})"),
+                                                   else f"{r['max_abs_logit_diff']:.1e} ({r.get('max_abs_logit', float('nan')):.1e})"),
                  "decisions differing": r["flip_disagreements"] + r["base_class_disagreements"],
                  "load before / after": _load(r), "date": r["date"][:10]} for r in fliprate]
         parts.append("Flip-rate evaluation, fast path against the reference path on the same model, images and "
