@@ -98,11 +98,11 @@ def test_benchmark_summary_flip_rate_table(tmp_path):
               "load_average": {"before": 0.5, "after": 1.5}, "edited_renders": 256,
               "fast": {"seconds": 1.0, "edited_renders_per_s": 256.0, "images_per_s": 256.0},
               "reference": {"seconds": 4.0, "edited_renders_per_s": 64.0, "images_per_s": 64.0},
-              "ratio": 4.0, "max_abs_logit_diff": 3e-7, "flip_disagreements": 1, "base_class_disagreements": 0}
+              "ratio": 4.0, "max_abs_logit_diff": 3e-7, "max_abs_logit": 2.5, "flip_disagreements": 1, "base_class_disagreements": 0}
     _write_jsonl(tmp_path / "fliprate_speed.jsonl", [record])
     summary = benchmark_summary(tmp_path)
     row = _table_rows(summary, "cpu: AMD EPYC (2 threads)")[0]
-    assert row[1:] == ["32 / 64", "256 x 1", "2 / 2", "256.0", "64.0", "256.0", "4.0", "3.0e-07", "1", "0.5 / 1.5",
+    assert row[1:] == ["32 / 64", "256 x 1", "2 / 2", "256.0", "64.0", "256.0", "4.0", "3.0e-07 (2.5e+00)", "1", "0.5 / 1.5",
                        "2026-11-24"]
     assert "No GPU run has been measured yet" in summary
 
