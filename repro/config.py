@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.losses import LossWeights
+from repro.precision import PRECISIONS
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
@@ -138,6 +139,9 @@ class StylExConfig:
     def __post_init__(self) -> None:
         _require_positive(self, "channels", "latent_dim", "batch_size", "iterations", "log_every",
                           "sample_every", "checkpoint_every", "keep_checkpoints")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"StylExConfig.precision {self.precision!r} is unknown; choose one of: "
+                             f"{', '.join(PRECISIONS)}")
 
 
 @dataclass

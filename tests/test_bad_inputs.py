@@ -395,7 +395,8 @@ def test_config_json_with_an_unknown_field(tmp_path):
     (StylExConfig, "batch_size", 0, "must be a positive integer, got 0; set it to 1 or more"),
     (StylExConfig, "iterations", "800", "must be a positive integer, got '800'; set it to 1 or more"),
     (EvalConfig, "wu_threshold", 1.5, "must lie strictly between 0 and 1 .*got 1.5; the replication used 0.9"),
-], ids=["batch_size=0", "iterations-as-text", "wu_threshold=1.5"])
+    (StylExConfig, "precision", "fp16", "'fp16' is unknown; choose one of: fp32, tf32, bf16"),
+], ids=["batch_size=0", "iterations-as-text", "wu_threshold=1.5", "precision=fp16"])
 def test_config_value_out_of_range(cls, field, value, fix):
     with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field} {fix}"):
         from_dict(cls, {field: value})
@@ -411,8 +412,7 @@ def test_non_positive_iterations_cli(capsys, monkeypatch, value):
 
 
 def test_batch_size_not_divisible_by_the_processes(tmp_path, monkeypatch):
-    """Reported before any data is loaded. The message names both numbers; it does not yet name the
-    fix (the check lives in repro/training.py, owned elsewhere): see the report of issue 7."""
+    """Reported before any data is loaded; the message names both numbers and the two fixes."""
     from repro import training
 
     monkeypatch.setattr(training, "_dist_info", lambda: (0, 0, 3))
