@@ -75,21 +75,18 @@ def load_average() -> float | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=64, help="generator channels (Generator(resolution, channels))")
-    parser.add_argument("--images", type=int, default=8, help="N images")
-    parser.add_argument("--coords", type=int, default=0,
-                        help="StyleSpace coordinates to edit, spread evenly over S (0: all)")
-    parser.add_argument("--batch-size", type=int, default=256, help="fast path renders per call")
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The options every speed benchmark shares: classifier, device, threads and seed."""
     parser.add_argument("--classifier", choices=("mobilenet", "tiny"), default="mobilenet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attfind_speed.jsonl"))
-    args = parser.parse_args(argv)
 
+
+def setup_model(args: argparse.Namespace):
+    """(device, load average before, (G, C, conv styles, rgb styles, noise, style_min, style_max)):
+    a seeded random generator of ``args.resolution`` x ``args.channels``, the chosen classifier and
+    ``args.images`` random images' styles and fixed noise, on ``args.device``."""
     device = pick_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -99,9 +96,25 @@ def main(argv: list[str] | None = None) -> dict:
     C = (build_classifier(2) if args.classifier == "mobilenet" else tiny_classifier()).to(device).eval()
     gen = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
-        conv, rgb = G.styles(torch.randn(args.images, 514, generator=gen).to(device))
+        conv, rgb = G.styles(torch.randn(args.images, G.w_dim, generator=gen).to(device))
     noise = [t.to(device) for t in G.make_noise(args.images, generator=gen)]
     smin, smax = style_range(torch.cat(conv, 1))
+    return device, load_before, (G, C, conv, rgb, noise, smin, smax)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=64, help="generator channels (Generator(resolution, channels))")
+    parser.add_argument("--images", type=int, default=8, help="N images")
+    parser.add_argument("--coords", type=int, default=0,
+                        help="StyleSpace coordinates to edit, spread evenly over S (0: all)")
+    parser.add_argument("--batch-size", type=int, default=256, help="fast path renders per call")
+    add_model_args(parser)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attfind_speed.jsonl"))
+    args = parser.parse_args(argv)
+
+    device, load_before, (G, C, conv, rgb, noise, smin, smax) = setup_model(args)
     S = sum(G.style_dims)
     coords = None if args.coords <= 0 or args.coords >= S else np.linspace(0, S - 1, args.coords).round().astype(int).tolist()
     num_coords = S if coords is None else len(coords)

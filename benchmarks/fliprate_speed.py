@@ -44,10 +44,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import repro.fliprate as fliprate  # noqa: E402
-from benchmarks.attfind_speed import device_name, load_average, timed, tiny_classifier  # noqa: E402
-from repro.attfind import decode_index, style_range  # noqa: E402
-from repro.networks import Generator, InferenceSynthesis, build_classifier  # noqa: E402
-from repro.utils import pick_device  # noqa: E402
+from benchmarks.attfind_speed import add_model_args, device_name, load_average, setup_model, timed  # noqa: E402
+from repro.attfind import decode_index  # noqa: E402
+from repro.networks import Generator, InferenceSynthesis  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -118,25 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--curve", action="store_true", help="evaluate every k in 1..K in one pass (flip_rate_curve)")
     parser.add_argument("--min-layer", type=int, default=0, help="draw the coordinates from conv layers >= this")
     parser.add_argument("--batch-size", type=int, default=256, help="renders per call (both paths)")
-    parser.add_argument("--classifier", choices=("mobilenet", "tiny"), default="mobilenet")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_model_args(parser)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fliprate_speed.jsonl"))
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    load_before = load_average()
-    torch.manual_seed(args.seed)
-    G = Generator(args.resolution, args.channels).to(device).eval()
-    C = (build_classifier(2) if args.classifier == "mobilenet" else tiny_classifier()).to(device).eval()
-    gen = torch.Generator().manual_seed(args.seed)
-    with torch.inference_mode():
-        conv, rgb = G.styles(torch.randn(args.images, 514, generator=gen).to(device))
-    noise = [t.to(device) for t in G.make_noise(args.images, generator=gen)]
-    smin, smax = style_range(torch.cat(conv, 1))
+    device, load_before, (G, C, conv, rgb, noise, smin, smax) = setup_model(args)
     dims = list(G.style_dims)
     if not 0 <= args.min_layer < len(dims):
         raise SystemExit(f"--min-layer must be in [0, {len(dims)})")

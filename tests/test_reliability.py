@@ -22,10 +22,11 @@ import torch
 
 from repro.checkpoint import load_checkpoint, save_checkpoint
 from repro.config import DataConfig, StylExConfig, get_profile
-from repro.losses import LossWeights, StylExLoss
+from repro.losses import StylExLoss
 from repro.networks import build_classifier
 from repro import training
 from repro.training import NonFiniteError, TrainingStopped, load_stylex, train_stylex
+from test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERATIONS = 60  # the quick profile's networks, run long enough to be killed several times
@@ -170,11 +171,8 @@ def test_sigterm_and_sigint_stop_with_a_final_checkpoint(quick_run, tmp_path, si
 # -- in-process faults on a tiny config ---------------------------------------------------------
 
 def _tiny(**overrides) -> StylExConfig:
-    base = dict(channels=8, latent_dim=32, batch_size=4, iterations=8, mapping_layers=2, log_every=1,
-                sample_every=100, checkpoint_every=2, keep_checkpoints=10,
-                losses=LossWeights(r1_interval=2, pl_interval=2))
-    base.update(overrides)
-    return StylExConfig(**base)
+    """test_training's tiny networks, 8 iterations, a checkpoint every 2, all of them kept."""
+    return tiny_config(**{"iterations": 8, "sample_every": 100, "keep_checkpoints": 10, **overrides})
 
 
 @pytest.fixture(scope="module")
