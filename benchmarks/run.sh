@@ -13,7 +13,7 @@
 # with 3 iterations per mode (one timed: read it as a lower bound).
 #
 # How long it takes: the CPU path took 28.8 minutes on the 2-core AMD EPYC (2026-11-23, RC 0),
-# nearly all of it the paper-size training (5-9 minutes per mode: building the 512-channel networks,
+# nearly all of it the paper-size training (397-610 s per mode: building the 512-channel networks,
 # 3 iterations, and writing the final checkpoint and model.pt). The CUDA path has not been run.
 #
 # Each script appends its JSON lines to benchmarks/results/; the README table shows the newest.
