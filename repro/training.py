@@ -270,8 +270,10 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     final = run_dir / FINAL
     if not force and final.exists():
         try:
-            return load_stylex(run_dir, device=dev)
+            return load_stylex(run_dir, device=dev, expected_config=arch)
         except CheckpointError as err:
+            if "different configuration" in str(err):
+                raise  # another model lives here: never train over it silently
             print(f"not reusing {final}: {err}; training again")
     if force and rank == 0:
         for path in _checkpoints(run_dir) + [final]:
@@ -512,10 +514,16 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     return TrainResult(run_dir, iteration, ema, metadata)
 
 
-def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu") -> TrainResult:
-    """Load a finished model's EMA networks (eval mode, gradients off)."""
+def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu",
+                expected_config: dict[str, Any] | None = None) -> TrainResult:
+    """Load a finished model's EMA networks (eval mode, gradients off).
+
+    With ``expected_config`` (an :func:`arch_config`), a model of another mode, resolution, width,
+    latent size or mapping depth is refused with a ``CheckpointError`` that names the fields.
+    """
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / FINAL, map_location="cpu")
+    state = load_checkpoint(run_dir / FINAL, map_location="cpu", expected_config=expected_config,
+                            config_keys=ARCH_KEYS if expected_config is not None else None)
     arch = {k: state["config"][k] for k in ARCH_KEYS}
     model = build_model(arch)
     model.load_state_dict(state["ema"])

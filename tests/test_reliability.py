@@ -297,6 +297,22 @@ def test_every_load_in_the_project_is_weights_only():
     assert "checkpoint.py" in calls  # the scan sees the project's loader
 
 
+def test_a_run_directory_of_another_configuration_is_refused_not_reused(data, classifier, tmp_path):
+    from repro.checkpoint import CheckpointError
+
+    train_stylex("stylex", data, _tiny(iterations=2), classifier, tmp_path, device="cpu", progress=False)
+    stamp = (tmp_path / "model.pt").stat().st_mtime_ns
+    with pytest.raises(CheckpointError, match=r"different configuration:\n  channels: expected 16, found 8\n"
+                                              r".*Use the matching profile/mode, or a fresh run directory"):
+        train_stylex("stylex", data, _tiny(iterations=2, channels=16), classifier, tmp_path, device="cpu",
+                     progress=False)
+    assert (tmp_path / "model.pt").stat().st_mtime_ns == stamp  # not retrained over
+    (tmp_path / "model.pt").unlink()  # an unfinished run of the other configuration: its checkpoints say so too
+    with pytest.raises(CheckpointError, match=r"channels: expected 16, found 8"):
+        train_stylex("stylex", data, _tiny(iterations=4, channels=16), classifier, tmp_path, device="cpu",
+                     progress=False)
+
+
 def test_training_stopped_carries_the_shell_exit_code(tmp_path):
     stopped = TrainingStopped("SIGTERM", 7, tmp_path / "ckpt-0000007.pt")
     assert stopped.exit_code == 143 and isinstance(stopped, KeyboardInterrupt)
