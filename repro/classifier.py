@@ -3,7 +3,9 @@
 ``train_classifier`` trains it with a progress bar and writes, in its run directory:
 ``config.json``, ``classifier.pt`` (state_dict + config, atomic), ``history.jsonl`` (one line
 per epoch) and ``metrics.json`` (held-out accuracy, confusion matrix, timing). A finished run
-is reused unless ``force=True``.
+is reused unless ``force=True``. After every epoch the whole training state (weights, Adam,
+learning-rate schedule, RNG states, history) goes to ``epoch.pt``, atomically, so a crashed or
+killed run resumes at the next epoch, bit for bit, when the same command runs again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from repro.networks import build_classifier
 from repro.utils import pick_device, seed_everything, tqdm
 
 CHECKPOINT = "classifier.pt"
+EPOCH_CHECKPOINT = "epoch.pt"
 
 
 @dataclass
@@ -128,9 +131,21 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
+    first_epoch = 0
+    resume = _resume_state(run_dir, full_config, dev) if not force else None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        gen.set_state(resume["gen"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = json.loads(resume["history"])
+        first_epoch = int(resume["epoch"])
+        print(f"resuming {run_dir} after epoch {first_epoch}")
     start = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"classifier {data.task}", enabled=progress)
-    for epoch in range(config.epochs):
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
+               desc=f"classifier {data.task}", enabled=progress)
+    for epoch in range(first_epoch, config.epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen)
         t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
@@ -142,6 +157,11 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                 x[flip.to(dev)] = x[flip.to(dev)].flip(-1)
             logits = model(x.contiguous(memory_format=torch.channels_last))
             loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite classifier loss in epoch {epoch + 1}, step {step + 1}; training stopped. The last "
+                    f"finished epoch is saved in {run_dir / EPOCH_CHECKPOINT} (if any). Lower ClassifierConfig.lr "
+                    f"or check the data for broken images.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -154,15 +174,38 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
         val_acc = evaluate(model, val)["accuracy"]
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
                         "val_accuracy": val_acc, "seconds": time.perf_counter() - t0})
+        save_checkpoint(run_dir / EPOCH_CHECKPOINT, {
+            "config": full_config, "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history)})
     bar.close()
     model.eval()
     metrics = {"task": data.task, "test": evaluate(model, test), "val": evaluate(model, val),
                "train_seconds": time.perf_counter() - start, "device": str(dev),
-               "epochs": config.epochs, "n_train": len(train)}
+               "epochs": config.epochs, "n_train": len(train), "resumed_after_epoch": first_epoch}
     save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config})
     (run_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / EPOCH_CHECKPOINT).unlink(missing_ok=True)  # finished: classifier.pt is the result
     return ClassifierRun(model, metrics, history, run_dir)
+
+
+def _resume_state(run_dir: Path, full_config: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """The state after the last finished epoch of an interrupted run of the same configuration.
+
+    A damaged file is reported and ignored (training starts over); one written with another
+    configuration raises ``CheckpointError`` naming the fields, like a StylEx run directory.
+    """
+    path = run_dir / EPOCH_CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, map_location=device, expected_config=full_config)
+    except CheckpointError as err:
+        if "different configuration" in str(err):
+            raise
+        print(f"ignoring {path}: {err}; training from the first epoch")
+        return None
 
 
 def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",

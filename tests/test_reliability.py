@@ -313,6 +313,41 @@ def test_a_run_directory_of_another_configuration_is_refused_not_reused(data, cl
                      progress=False)
 
 
+def test_classifier_training_resumes_after_the_last_finished_epoch(tmp_path, monkeypatch, capsys):
+    import repro.classifier as clf_mod
+    from repro.config import ClassifierConfig
+
+    data = DataConfig(task="synth-age", resolution=32, n_train=128, n_val=32, n_test=32,
+                      cache_dir=str(tmp_path / "cache"))
+    config = ClassifierConfig(epochs=3, batch_size=32)
+    straight = clf_mod.train_classifier(data, config, tmp_path / "a", device="cpu", progress=False)
+    assert not (tmp_path / "a" / clf_mod.EPOCH_CHECKPOINT).exists()  # removed once finished
+
+    real_evaluate = clf_mod.evaluate
+    calls = {"n": 0}
+
+    def crash_in_epoch_3(model, split):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the validation pass that ends epoch 3
+            raise KeyboardInterrupt("killed")
+        return real_evaluate(model, split)
+
+    monkeypatch.setattr(clf_mod, "evaluate", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        clf_mod.train_classifier(data, config, tmp_path / "b", device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "b" / clf_mod.EPOCH_CHECKPOINT)["epoch"] == 2
+    monkeypatch.setattr(clf_mod, "evaluate", real_evaluate)
+    resumed = clf_mod.train_classifier(data, config, tmp_path / "b", device="cpu", progress=False)
+    assert "after epoch 2" in capsys.readouterr().out and resumed.metrics["resumed_after_epoch"] == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name  # bit for bit the uninterrupted run
+    with pytest.raises(Exception, match="different configuration"):  # another config can't resume it
+        (tmp_path / "c").mkdir()
+        save_checkpoint(tmp_path / "c" / clf_mod.EPOCH_CHECKPOINT, {"config": {"data": {}, "classifier": {}}})
+        clf_mod.train_classifier(data, config, tmp_path / "c", device="cpu", progress=False)
+
+
 def test_training_stopped_carries_the_shell_exit_code(tmp_path):
     stopped = TrainingStopped("SIGTERM", 7, tmp_path / "ckpt-0000007.pt")
     assert stopped.exit_code == 143 and isinstance(stopped, KeyboardInterrupt)
