@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     User errors: ``ValueError`` (bad names and values; ``repro.data.real.DataError`` is one),
     ``OSError`` (missing files, unwritable or full run directories, ``FileExistsError``),
-    ``repro.checkpoint.CheckpointError``, and the training faults ``NonFiniteError`` and
-    ``PrecisionMismatch`` (their messages say what was kept and what to do). Ctrl-C (or a signal that stopped training) prints one
+    ``repro.checkpoint.CheckpointError``, and the training faults ``NonFiniteError``,
+    ``PrecisionMismatch`` and the classifier's ``FloatingPointError`` (their messages say what
+    was kept and what to do). Ctrl-C (or a signal that stopped training) prints one
     line and returns 130 (or the signal's shell code).
     """
     from repro.checkpoint import CheckpointError
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"give 1 or more, or leave it out to use the profile's")
     try:
         args.func(args)
-    except (ValueError, OSError, CheckpointError, NonFiniteError, PrecisionMismatch) as err:
+    except (ValueError, OSError, CheckpointError, NonFiniteError, PrecisionMismatch, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

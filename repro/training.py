@@ -418,12 +418,15 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             with torch.no_grad(), amp():
                 gx, _ = model(x, probs, z)
                 probs_gx = F.softmax(classifier(gx).float(), dim=1)
+            # Each pass its own forward and backward: under DDP a second forward must not start
+            # before the first one's gradients are reduced.
             with amp():
-                d_fake_logits, d_real_logits = disc_ddp(gx, probs_gx), disc_ddp(x, probs)
-            d_fake = d_fake_loss(d_fake_logits.float())
-            d_real = d_real_loss(d_real_logits.float())
-            _check_finite(iteration + 1, {"d_fake": d_fake, "d_real": d_real}, run_dir)
+                d_fake = d_fake_loss(disc_ddp(gx, probs_gx).float())
+            _check_finite(iteration + 1, {"d_fake": d_fake}, run_dir)
             d_fake.backward()
+            with amp():
+                d_real = d_real_loss(disc_ddp(x, probs).float())
+            _check_finite(iteration + 1, {"d_real": d_real}, run_dir)
             d_real.backward()
             terms["d_adv"] = d_fake.item() + d_real.item()
             if w.r1_gamma > 0 and iteration % w.r1_interval == 0:
