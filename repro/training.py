@@ -367,10 +367,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
                   f"README.md, 'LPIPS offline', says where to place its weights.")
 
     amp = partial(autocast, config.precision, dev)
-    precision_scope = contextlib.ExitStack()
-    precision_scope.enter_context(matmul_mode(config.precision))  # TF32 on/off, restored at the end
     stop = {"signal": None}
-    handlers = _install_stop_handlers(stop)  # every rank: torchrun forwards SIGTERM to all of them
     grid_x = held_out.batch(slice(0, 8), dev)
     grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:8], held_out.labels[:8]), dev)
     grid_noise = model.generator.make_noise(8, generator=torch.Generator().manual_seed(0), device=dev)
@@ -404,6 +401,9 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
                enabled=(progress if rank == 0 else False))
     t_last, it_last = time.perf_counter(), start_iter
     iteration = start_iter
+    precision_scope = contextlib.ExitStack()
+    precision_scope.enter_context(matmul_mode(config.precision))  # TF32 on/off, restored in `finally`
+    handlers = _install_stop_handlers(stop)  # every rank: torchrun forwards SIGTERM to all of them
     try:
         while iteration < total_iters:
             idx = torch.randint(len(train), (batch,), generator=batch_gen)
