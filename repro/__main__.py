@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Callable
 
-from repro.config import MODES, PROFILES, get_profile, to_dict
+from repro.config import MODES, PRECISIONS, PROFILES, get_profile, to_dict
 
 
 def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
@@ -60,7 +60,8 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
 
     profile, tasks = _tasks(args)
     if args.precision is not None or args.channels_last:
-        profile.stylex = dataclasses.replace(profile.stylex, channels_last=args.channels_last,
+        profile.stylex = dataclasses.replace(profile.stylex,
+                                             channels_last=args.channels_last or profile.stylex.channels_last,
                                              precision=args.precision or profile.stylex.precision)
     for task in tasks:
         modes = [args.mode] if args.mode else task.modes
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="model (default: every mode the profile lists for the task)")
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
-            p.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
+            p.add_argument("--precision", default=None, choices=list(PRECISIONS),
                            help="fp32 (reference), tf32 (CUDA) or bf16 autocast; checked against fp32 at "
                                 "the start (default: the profile's, fp32)")
             p.add_argument("--channels-last", action="store_true", help="NHWC conv layout (GPU)")

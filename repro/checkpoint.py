@@ -23,6 +23,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot or must not be loaded."""
 
 
+class ConfigMismatch(CheckpointError):
+    """A whole checkpoint written with another configuration: not damaged, so never to be skipped
+    or trained over, but reported (the message names the differing fields)."""
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
     path = Path(path)
@@ -50,8 +55,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """Load a checkpoint safely.
 
     Raises ``CheckpointError`` when the file is missing, truncated, not a checkpoint, holds
-    objects that only an unsafe unpickler could build (e.g. code), or was written with a
-    config whose ``config_keys`` fields differ from ``expected_config`` (the message names them).
+    objects that only an unsafe unpickler could build (e.g. code); ``ConfigMismatch`` (a
+    ``CheckpointError``) when it was written with a config whose ``config_keys`` fields differ
+    from ``expected_config`` (the message names them).
     """
     path = Path(path)
     if not path.is_file():
@@ -74,7 +80,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         diffs = config_diff({k: expected_config.get(k) for k in keys},
                             {k: found.get(k) for k in keys})
         if diffs:
-            raise CheckpointError(
+            raise ConfigMismatch(
                 f"checkpoint {path} was written with a different configuration:\n  "
                 + "\n  ".join(diffs)
                 + "\nUse the matching profile/mode, or a fresh run directory.")
@@ -92,7 +98,8 @@ def check_run_dir(run_dir: str | Path, need_bytes: int = 50_000_000) -> Path:
     except OSError as err:
         raise PermissionError(f"run directory {run_dir} is not writable ({err}); choose another "
                               f"with --run-root") from None
-    free = os.statvfs(run_dir).f_bavail * os.statvfs(run_dir).f_frsize
+    stats = os.statvfs(run_dir)
+    free = stats.f_bavail * stats.f_frsize
     if free < need_bytes:
         raise OSError(f"run directory {run_dir} has only {free / 1e6:.0f} MB free; checkpoints need "
                       f"at least {need_bytes / 1e6:.0f} MB. Free space or choose another --run-root")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, check_run_dir, load_checkpoint, save_checkpoint
+from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
 from repro.config import ClassifierConfig, DataConfig, save_config, to_dict
 from repro.data import ImageSet, check_root, load_split
 from repro.networks import build_classifier
@@ -201,9 +201,9 @@ def _resume_state(run_dir: Path, full_config: dict[str, Any], device: torch.devi
         return None
     try:
         return load_checkpoint(path, map_location=device, expected_config=full_config)
+    except ConfigMismatch:
+        raise
     except CheckpointError as err:
-        if "different configuration" in str(err):
-            raise
         print(f"ignoring {path}: {err}; training from the first epoch")
         return None
 

@@ -43,7 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, check_run_dir, load_checkpoint, save_checkpoint
+from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
 from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
 from repro.data import ImageSet, load_split
 from repro.losses import LPIPSLoss, StylExLoss, d_fake_loss, d_real_loss
@@ -236,9 +236,9 @@ def _latest_valid_checkpoint(run_dir: Path, arch: dict[str, Any], map_location) 
     for path in reversed(_checkpoints(run_dir)):
         try:
             return load_checkpoint(path, map_location=map_location, expected_config=arch, config_keys=ARCH_KEYS)
+        except ConfigMismatch:
+            raise
         except CheckpointError as err:
-            if "different configuration" in str(err):
-                raise
             print(f"skipping damaged checkpoint: {err}")
     return None
 
@@ -271,9 +271,9 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if not force and final.exists():
         try:
             return load_stylex(run_dir, device=dev, expected_config=arch)
+        except ConfigMismatch:
+            raise  # another model lives here: never train over it silently
         except CheckpointError as err:
-            if "different configuration" in str(err):
-                raise  # another model lives here: never train over it silently
             print(f"not reusing {final}: {err}; training again")
     if force and rank == 0:
         for path in _checkpoints(run_dir) + [final]:
