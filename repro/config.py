@@ -27,6 +27,9 @@ from repro.losses import LossWeights
 from repro.precision import PRECISIONS
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
+# Classifier architectures (``repro.networks.build_classifier``): C is MobileNetV2 as in the paper;
+# the second observer C' (``Profile.observer``) is another one, see ``repro.observer``.
+CLASSIFIER_ARCHS = ("mobilenet_v2", "cnn", "resnet18")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
 
 
@@ -71,9 +74,10 @@ class DataConfig:
 
 @dataclass
 class ClassifierConfig:
-    """Training of the MobileNetV2 classifier that StylEx explains.
+    """Training of a classifier: the MobileNetV2 that StylEx explains (C), or the second observer (C').
 
     Parameters:
+        arch: one of ``CLASSIFIER_ARCHS`` (``repro.networks.build_classifier``).
         epochs: passes over the training split.
         batch_size: images per step.
         lr: Adam learning rate.
@@ -88,9 +92,13 @@ class ClassifierConfig:
     weight_decay: float = 0.0
     hflip: bool = True
     seed: int = 0
+    arch: str = "mobilenet_v2"
 
     def __post_init__(self) -> None:
         _require_positive(self, "epochs", "batch_size")
+        if self.arch not in CLASSIFIER_ARCHS:
+            raise ValueError(f"ClassifierConfig.arch {self.arch!r} is unknown; choose one of: "
+                             f"{', '.join(CLASSIFIER_ARCHS)}")
 
 
 @dataclass
@@ -105,7 +113,10 @@ class StylExConfig:
         lr: generator / discriminator learning rate.
         encoder_lr: encoder learning rate (None = lr; the replication cured collapse with 1e-5).
         betas: Adam betas.
-        ema_decay: decay of the EMA copies of generator, encoder and mapping network.
+        ema_decay: decay per iteration of the EMA copies of generator, encoder and mapping network
+            once ramped up (it sets the EMA's half-life in images; see ``training.ema_beta``).
+        ema_rampup: stylegan2-ada's ramp-up: the EMA half-life is at most this share of the
+            images seen so far (None or 0: no ramp-up).
         alt_ratio: ``stylex-alt`` only; every alt_ratio-th iteration is a mapping-network (z) pass.
         mapping_layers: depth of the mapping network (``stylex-alt`` and ``stylegan2``).
         losses: weights and lazy-regularisation intervals of every loss term.
@@ -125,6 +136,7 @@ class StylExConfig:
     encoder_lr: float | None = None
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.995
+    ema_rampup: float | None = 0.05
     alt_ratio: int = 2
     mapping_layers: int = 8
     losses: LossWeights = field(default_factory=LossWeights)
@@ -208,6 +220,8 @@ class Profile:
         name: profile name.
         tasks: the tasks, each with its data and models.
         classifier: classifier training.
+        observer: training of the second observer C' (``repro.observer``): another architecture
+            and seed on the same training split, used nowhere in StylEx training or AttFind.
         stylex: StylEx / StyleGAN2 training.
         eval: AttFind and flip-rate evaluation.
         run_root: where runs are written (one folder per task and model below it).
@@ -216,6 +230,7 @@ class Profile:
     name: str
     tasks: list[TaskConfig]
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    observer: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(arch="cnn", seed=1))
     stylex: StylExConfig = field(default_factory=StylExConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_root: str = "runs"
@@ -246,6 +261,7 @@ def _quick() -> Profile:
         name="quick",
         tasks=[_synthetic_task("synth-age", 32, n, 0.9, ["stylex", "stylegan2"])],
         classifier=ClassifierConfig(epochs=3, batch_size=64),
+        observer=ClassifierConfig(arch="cnn", epochs=3, batch_size=64, seed=1),
         stylex=StylExConfig(channels=16, latent_dim=64, batch_size=8, iterations=12,
                             mapping_layers=2, log_every=2, sample_every=6, checkpoint_every=6),
         eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16),
@@ -265,6 +281,8 @@ def _default() -> Profile:
         # accuracy stopped rising after epoch 7-8 on both tasks (species 0.92, age 0.84: the planted
         # shortcut), at ~35 s per epoch.
         classifier=ClassifierConfig(epochs=8, batch_size=128),
+        # The second observer C' (repro.observer): a plain CNN, another seed, the same split.
+        observer=ClassifierConfig(arch="cnn", epochs=8, batch_size=128, seed=1),
         # Without LPIPS weights (no download here) the image term is L1 alone; at 0.1 it is too
         # weak for a short CPU run (ENVIRONMENT.md: weight 5 gave clearly better held-out L1).
         stylex=StylExConfig(channels=64, batch_size=16, iterations=400, losses=LossWeights(img_l1=5.0)),
@@ -282,6 +300,7 @@ def _paper(name: str, tasks: list[TaskConfig]) -> Profile:
         name=name,
         tasks=tasks,
         classifier=ClassifierConfig(epochs=10, batch_size=128, lr=1e-3),
+        observer=ClassifierConfig(arch="resnet18", epochs=10, batch_size=128, lr=1e-3, seed=1),
         stylex=StylExConfig(channels=512, batch_size=16, iterations=250_000, lr=2e-3,
                             log_every=100, sample_every=5_000, checkpoint_every=5_000,
                             keep_checkpoints=3),

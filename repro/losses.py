@@ -6,26 +6,25 @@ Terms (paper section 4 / the replication report):
   1.0 L1(E(G(x)), E(x)) (latent reconstruction, our choice of weight), KL(C(x) || C(G(x))),
   lazy path-length regularisation (weight 2, decay 0.01, every 4 steps).
 
-LPIPS is the real ``lpips`` package with an ImageNet backbone. Without the backbone weights
-(no internet) it is reported unavailable and left out; it never falls back to a random network.
+LPIPS is the real ``lpips`` package with an ImageNet backbone (``repro.perceptual`` finds it
+offline). Without any backbone it is reported unavailable and left out; never a random network.
 """
 
 from __future__ import annotations
 
 import math
-import urllib.error
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from repro.perceptual import LPIPSLoss
 
 __all__ = [
     "d_logistic_loss", "g_nonsaturating_loss", "d_r1_penalty", "g_path_length_penalty", "image_l1",
-    "latent_l1", "classifier_kl", "LPIPSLoss", "LossWeights", "StylExLoss", "lpips_weights_path",
+    "latent_l1", "classifier_kl", "LossWeights", "StylExLoss",
 ]
 
 
@@ -107,89 +106,6 @@ def classifier_kl(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# LPIPS
-
-_BACKBONES = {"vgg": ("vgg16", "VGG16_Weights", "vgg16-397923af.pth"),
-              "alex": ("alexnet", "AlexNet_Weights", "alexnet-owt-7be5be79.pth"),
-              "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights", "squeezenet1_1-b8a52dc0.pth")}
-_WARNED: set[str] = set()
-
-
-def lpips_weights_path(net: str = "vgg") -> Path:
-    """Where torch hub looks for the ImageNet backbone of LPIPS ``net`` (``$TORCH_HOME/hub/checkpoints``)."""
-    if net not in _BACKBONES:
-        raise ValueError(f"unknown LPIPS net {net!r}; choose one of: {', '.join(_BACKBONES)}")
-    _, enum_name, fallback = _BACKBONES[net]
-    try:
-        import torchvision.models as tvm
-        filename = getattr(tvm, enum_name).IMAGENET1K_V1.url.rsplit("/", 1)[-1]
-    except (ImportError, AttributeError):
-        filename = fallback
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-class LPIPSLoss(nn.Module):
-    """Real LPIPS (``lpips`` package), frozen; ``available`` is False when its backbone is missing.
-
-    Without network access the ImageNet backbone must already be in torch hub's cache
-    (``lpips_weights_path(net)``); otherwise the loss marks itself unavailable at once (no
-    download attempt unless ``allow_download``), warns once, and raises if called. It never
-    substitutes a random backbone. Construction does not consume the global RNG.
-
-    Parameters:
-        net: backbone, ``vgg`` (default), ``alex`` or ``squeeze``.
-        allow_download: try torchvision's download when the backbone is not cached.
-    """
-
-    def __init__(self,
-                 net: str = "vgg",              # LPIPS backbone
-                 allow_download: bool = False):  # try the network if the backbone is not cached
-        super().__init__()
-        self.net_name = net
-        self.model: nn.Module | None = None
-        self.reason = ""
-        path = lpips_weights_path(net)
-        if not path.is_file() and not allow_download:
-            self.reason = f"backbone weights not found at {path}"
-        else:
-            try:
-                import lpips
-                with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-                    warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation notice
-                    self.model = lpips.LPIPS(net=net, verbose=False)
-            except (urllib.error.URLError, OSError, RuntimeError, ImportError) as err:
-                self.reason = f"could not build LPIPS({net}): {type(err).__name__}: {err}"
-        if self.model is None:
-            if net not in _WARNED:
-                _WARNED.add(net)
-                warnings.warn(f"LPIPS ({net}) is unavailable ({self.reason}). For real LPIPS offline, place "
-                              f"torchvision's ImageNet weights file {path.name} in {path.parent}. "
-                              f"Training goes on without the LPIPS term.", stacklevel=2)
-        else:
-            self.model.eval().requires_grad_(False)
-
-    @property
-    def available(self) -> bool:
-        return self.model is not None
-
-    @property
-    def status(self) -> str:
-        return f"available ({self.net_name})" if self.available else "unavailable"
-
-    def train(self, mode: bool = True) -> "LPIPSLoss":
-        super().train(mode)
-        if self.model is not None:
-            self.model.eval()  # frozen: its dropout stays off
-        return self
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-image LPIPS distance [B] between images in [-1, 1]."""
-        if self.model is None:
-            raise RuntimeError(f"LPIPS ({self.net_name}) is unavailable: {self.reason}")
-        return self.model(x, y).reshape(x.shape[0])
-
-
-# ---------------------------------------------------------------------------------------------
 # combination
 
 @dataclass
@@ -199,6 +115,7 @@ class LossWeights:
     Parameters:
         adv: generator adversarial loss.
         lpips: LPIPS(x, G(x)) (the report: 0.1).
+        lpips_net: LPIPS backbone of that term, ``alex`` or ``vgg`` (see ``repro.perceptual``).
         img_l1: L1(x, G(x)) (the report: 0.1; the seed's code used 1.0).
         latent_l1: L1(E(G(x)), E(x)) (ours to choose).
         classifier_kl: KL(C(x) || C(G(x))).
@@ -208,6 +125,7 @@ class LossWeights:
 
     adv: float = 1.0
     lpips: float = 0.1
+    lpips_net: str = "alex"
     img_l1: float = 0.1
     latent_l1: float = 1.0
     classifier_kl: float = 1.0

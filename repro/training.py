@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import signal
 import time
@@ -46,8 +47,9 @@ from torch import nn
 from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
 from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
 from repro.data import ImageSet, load_split
-from repro.losses import LPIPSLoss, StylExLoss, d_fake_loss, d_real_loss
+from repro.losses import StylExLoss, d_fake_loss, d_real_loss
 from repro.networks import Discriminator, Encoder, Generator, MappingNetwork
+from repro.perceptual import LPIPSLoss
 from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
 from repro.precision import validate as validate_precision
 from repro.utils import pick_device, seed_everything, tqdm
@@ -172,6 +174,20 @@ def arch_config(mode: str, resolution: int, config: StylExConfig) -> dict[str, A
 def build_model(arch: dict[str, Any]) -> StylExModel:
     return StylExModel(arch["mode"], arch["resolution"], arch["channels"], arch["latent_dim"],
                        arch["mapping_layers"])
+
+
+def ema_beta(config: StylExConfig, images_seen: int) -> float:
+    """This iteration's EMA decay, with stylegan2-ada's ramp-up.
+
+    ``config.ema_decay`` fixes the EMA's half-life in images (batch_size * ln 0.5 / ln decay).
+    With ``ema_rampup`` r the half-life is at most r x the images seen so far, so the EMA of a
+    young run is not dominated by its random initialisation (decay 0.995 with no ramp-up keeps
+    13 % of it after 400 iterations).
+    """
+    half_life = config.batch_size * math.log(0.5) / math.log(config.ema_decay)
+    if config.ema_rampup:
+        half_life = min(half_life, images_seen * config.ema_rampup)
+    return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
 @torch.no_grad()
@@ -308,7 +324,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     torch.manual_seed(config.seed + 7919 * rank)  # noise and z differ per process
     w = config.losses
-    lpips = LPIPSLoss() if w.lpips > 0 else None
+    lpips = LPIPSLoss(w.lpips_net) if w.lpips > 0 else None
     lpips_status = lpips.status if lpips is not None else "disabled (weight 0)"
     if lpips is not None:
         lpips = lpips.to(dev) if lpips.available else None
@@ -473,7 +489,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             if opt_e is not None:
                 opt_e.step()
                 opt_e.zero_grad(set_to_none=True)
-            _ema_update(ema, model, config.ema_decay)
+            _ema_update(ema, model, ema_beta(config, (iteration + 1) * config.batch_size))
             iteration += 1
             terms.update({k: v.item() for k, v in g_terms.items() if k != "total"})
             terms["g_total"] = g_terms["total"].item()

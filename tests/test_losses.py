@@ -1,16 +1,13 @@
-"""Loss terms on toy inputs, the combiner's bookkeeping, LPIPS availability, one optimisation step."""
+"""Loss terms on toy inputs, the combiner's bookkeeping, one optimisation step (LPIPS: test_perceptual.py)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
 from torch import nn
 
-from repro import losses
-from repro.losses import (LossWeights, LPIPSLoss, StylExLoss, classifier_kl, d_logistic_loss, d_r1_penalty,
-                          g_nonsaturating_loss, g_path_length_penalty, image_l1, latent_l1, lpips_weights_path)
+from repro.losses import (LossWeights, StylExLoss, classifier_kl, d_logistic_loss, d_r1_penalty,
+                          g_nonsaturating_loss, g_path_length_penalty, image_l1, latent_l1)
 from repro.networks import Discriminator, Generator
 
 
@@ -93,48 +90,6 @@ def test_lazy_totals_reach_every_parameter():
     w = torch.randn(2, 514, requires_grad=True)
     loss.path_length_terms(G(w, G.zero_noise(2)), w, 0.0)["total"].backward()
     assert all(p.grad is not None for p in G.parameters())
-
-def test_lpips_unavailable_is_quick_and_left_out(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(losses, "_WARNED", set())  # it warns once per process and backbone
-    t0 = time.perf_counter()
-    with pytest.warns(UserWarning, match=r"vgg16-397923af\.pth"):
-        lp = LPIPSLoss()
-    assert time.perf_counter() - t0 < 2.0
-    assert not lp.available and lp.status == "unavailable"
-    assert str(tmp_path) in str(lpips_weights_path("vgg"))
-    x = torch.zeros(2, 3, 16, 16)
-    with pytest.raises(RuntimeError, match="unavailable"):
-        lp(x, x)
-    loss = StylExLoss(LossWeights(), lp)
-    t = loss.generator_terms(x, x + 1, torch.zeros(2), None, None, None, None)
-    assert "lpips" not in t
-    assert torch.allclose(t["total"], t["adv"] + 0.1 * t["img_l1"])
-
-
-def test_lpips_available_with_cached_backbone(tmp_path, monkeypatch):
-    """Plumbing only: a cached (here: untrained) squeezenet file makes LPIPS build offline."""
-    torchvision = pytest.importorskip("torchvision")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = lpips_weights_path("squeeze")
-    path.parent.mkdir(parents=True)
-    torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
-    rng = torch.get_rng_state()
-    lp = LPIPSLoss("squeeze")
-    assert torch.equal(rng, torch.get_rng_state())  # building it leaves the global RNG alone
-    assert lp.available and lp.status == "available (squeeze)"
-    assert not any(p.requires_grad for p in lp.parameters())
-    lp.train()
-    assert not lp.model.training
-    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
-    d = lp(x, x.detach().flip(-1))
-    assert d.shape == (2,) and _finite(d) and (d > 0).all()
-    assert lp(x, x).abs().max() < 1e-6
-    d.sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    t = StylExLoss(LossWeights(), lp).generator_terms(x, x.flip(-1), torch.zeros(2), None, None, None, None)
-    assert "lpips" in t and torch.allclose(t["total"], t["adv"] + 0.1 * t["lpips"] + 0.1 * t["img_l1"])
-
 
 def test_one_adam_step_lowers_image_l1():
     torch.manual_seed(0)
