@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """``python -m repro ARGS`` as a user runs it."""
     return subprocess.run([sys.executable, "-m", "repro", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)  # a safety net against a hang, not a speed limit
 
 
 def run_main(capsys, *args: str) -> tuple[int, str]:

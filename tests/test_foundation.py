@@ -147,7 +147,7 @@ def test_train_classifier_writes_and_reuses_its_run(tmp_path):
 # -- the command line --------------------------------------------------------------------------
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_cli_lists_commands_and_each_has_help():

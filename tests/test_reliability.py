@@ -2,13 +2,19 @@
 
 The kill test runs the command a user runs (``python -m repro train-stylex --profile quick``) in a
 subprocess, kills it with SIGKILL at random moments, checks what is on disk after each kill, and
-re-runs the same command until it finishes. docs/RELIABILITY.md lists these faults and outcomes.
+re-runs the command until it finishes. docs/RELIABILITY.md lists these faults and outcomes.
+
+Nothing here depends on how fast or how busy the machine is. The runs that get killed or stopped
+are started with an ``--iterations`` they can never reach, and every kill or signal is sent on an
+event the run itself produces (a new line in ``log.jsonl``, a new checkpoint file), never after a
+guessed number of seconds; the final re-run of the same command is given ``--iterations`` just past
+the newest checkpoint, so it has a few iterations left and finishes. Each child process gets one
+thread (tests/conftest.py). The only clock is a safety net of many minutes against a hung process.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -20,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import bounded_env
 from repro.checkpoint import load_checkpoint, save_checkpoint
 from repro.config import DataConfig, StylExConfig, get_profile
 from repro.losses import StylExLoss
@@ -29,13 +36,15 @@ from repro.training import NonFiniteError, TrainingStopped, load_stylex, train_s
 from test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ITERATIONS = 60  # the quick profile's networks, run long enough to be killed several times
+ENDLESS = 10_000_000  # --iterations of a run that is always killed or stopped long before its end
 KILLS = 6
+SAFETY_NET_S = 900.0  # against a hung child only: 15 min, far beyond any slow or busy machine
+POLL_S = 0.005
 
 
-def _cli_command(run_root: Path) -> list[str]:
+def _cli_command(run_root: Path, iterations: int) -> list[str]:
     return [sys.executable, "-m", "repro", "train-stylex", "--profile", "quick", "--task", "synth-age",
-            "--mode", "stylex", "--run-root", str(run_root), "--iterations", str(ITERATIONS), "--no-progress"]
+            "--mode", "stylex", "--run-root", str(run_root), "--iterations", str(iterations), "--no-progress"]
 
 
 @pytest.fixture()
@@ -49,38 +58,74 @@ def quick_run(tmp_path) -> tuple[Path, Path]:
     return tmp_path / "runs", profile.run_dir("synth-age", "stylex")
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+@pytest.fixture()
+def start():
+    """Start a child (one thread, unbuffered) logging to a file; any still running at the end is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=bounded_env())
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:  # a run of ENDLESS iterations must not outlive a failed test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def _wait_for_training(proc: subprocess.Popen, run_dir: Path, log: Path, timeout: float = 120) -> None:
-    """Until this attempt has (re)written metadata.json: its training loop is about to start."""
-    deadline = time.monotonic() + timeout
-    while not (run_dir / "metadata.json").exists():
-        assert proc.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.02)
+def _wait_for(what: str, condition, proc: subprocess.Popen, log: Path):
+    """Poll ``condition()`` until it is true and return its value; fail if the run exits first."""
+    deadline = time.monotonic() + SAFETY_NET_S
+    while True:
+        exited = proc.poll() is not None
+        value = condition()
+        if value:
+            return value
+        if exited:
+            pytest.fail(f"training exited (code {proc.returncode}) while waiting for {what}:\n"
+                        f"{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"safety net: still no {what} after {SAFETY_NET_S:.0f} s; the child hangs:\n"
+                        f"{log.read_text()[-3000:]}")
+        time.sleep(POLL_S)
 
 
-def _wait_for_progress(proc: subprocess.Popen, run_dir: Path, log: Path, start: int, timeout: float = 120) -> None:
-    """Until this attempt has logged an iteration past the one it resumed at."""
-    deadline = time.monotonic() + timeout
-    while max(_logged_iterations(run_dir), default=0) <= start:
-        assert proc.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.02)
+def _finish(proc: subprocess.Popen, log: Path) -> int:
+    """Wait for the child to exit (it has a bounded amount of work left) and return its exit code."""
+    try:
+        return proc.wait(timeout=SAFETY_NET_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"safety net: the child did not exit within {SAFETY_NET_S:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _logged_iterations(run_dir: Path) -> list[int]:
-    its = []
+def _wait_for_training(proc: subprocess.Popen, run_dir: Path, log: Path) -> int:
+    """Until this attempt has (re)written metadata.json (its log is trimmed, its loop about to start);
+    returns the iteration it resumed at."""
+    _wait_for("metadata.json (the start of the training loop)", (run_dir / "metadata.json").exists, proc, log)
+    return _resumed_at(log)
+
+
+def _log_records(run_dir: Path) -> list[dict]:
+    records = []
     path = run_dir / "log.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
-            its.append(json.loads(line)["iteration"])
+            records.append(json.loads(line))
         except json.JSONDecodeError:
-            pass  # a line cut by the kill
-    return its
+            pass  # a line cut by the kill, or being written right now
+    return records
+
+
+def _logged_iterations(run_dir: Path) -> list[int]:
+    return [r["iteration"] for r in _log_records(run_dir)]
+
+
+def _checkpoint_iterations(run_dir: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("ckpt-*.pt"))
 
 
 def _resumed_at(log: Path) -> int:
@@ -100,72 +145,112 @@ def _check_every_checkpoint(run_dir: Path, every: int) -> int:
     return newest
 
 
-def test_sigkill_at_random_moments_then_rerun_resumes(quick_run, tmp_path):
+def _kill_schedule(rng: random.Random, every: int, log_every: int) -> list[tuple[str, int]]:
+    """Per attempt, the event to kill on, relative to the iteration it resumed at:
+
+    * ("logged", n): once iteration start + n is in log.jsonl, plus a random fraction of one
+      iteration's measured time (so the kill lands anywhere in the loop, sample and checkpoint
+      writing included when start + n is a checkpoint iteration);
+    * ("checkpoint", n): the moment checkpoint start + n appears (while older ones are pruned);
+    * ("writing", n): the moment the temporary file of checkpoint start + n appears (its write in
+      progress) or, if the poll misses that short window, checkpoint start + n itself does.
+    """
+    schedule = []
+    for _ in range(KILLS):
+        kind = rng.choice(["logged", "logged", "checkpoint", "writing"])
+        if kind == "logged":
+            schedule.append((kind, log_every * rng.randint(1, 2 * every // log_every)))
+        else:
+            schedule.append((kind, every * rng.randint(1, 2)))
+    # Progress is certain, at any speed, once some kill waits for a finished checkpoint or for
+    # anything after one (the seeded schedule is fixed: this never depends on the machine).
+    assert any(kind == "checkpoint" or n > every for kind, n in schedule), schedule
+    return schedule
+
+
+def test_sigkill_at_random_moments_then_rerun_resumes(quick_run, tmp_path, start):
     run_root, run_dir = quick_run
-    every = get_profile("quick").stylex.checkpoint_every
+    profile = get_profile("quick")
+    every, log_every = profile.stylex.checkpoint_every, profile.stylex.log_every
     rng = random.Random(20261123)
-    cmd = _cli_command(run_root)
-    resumed, kills = [], 0
-    while kills < KILLS:
+    schedule = _kill_schedule(rng, every, log_every)
+    resumed, mid_write, newest = [], 0, 0
+    for attempt, (kind, n) in enumerate(schedule):
         (run_dir / "metadata.json").unlink(missing_ok=True)
-        log = tmp_path / f"attempt-{kills}.log"
-        proc = _start(cmd, log)
-        _wait_for_training(proc, run_dir, log)
-        _wait_for_progress(proc, run_dir, log, _resumed_at(log))
-        time.sleep(rng.uniform(0.0, 2.5))  # a random moment of the training loop
-        if proc.poll() is not None:  # finished before the kill: too fast a machine for this delay
-            pytest.fail(f"attempt {kills} finished before its kill; raise ITERATIONS\n{log.read_text()[-2000:]}")
+        log = tmp_path / f"attempt-{attempt}.log"
+        proc = start(_cli_command(run_root, ENDLESS), log)
+        begin = _wait_for_training(proc, run_dir, log)
+        assert begin == newest, f"attempt {attempt} resumed at {begin}, not at the newest checkpoint {newest}"
+        target = begin + n
+        if kind == "logged":
+            _wait_for(f"iteration {target} in log.jsonl",
+                      lambda: max(_logged_iterations(run_dir), default=0) >= target, proc, log)
+            sec_per_iter = _log_records(run_dir)[-1].get("sec_per_iter", 0.0)  # measured here and now
+            time.sleep(rng.random() * sec_per_iter)  # where in the loop the kill lands; the run can't end
+        elif kind == "checkpoint":
+            _wait_for(f"checkpoint {target}", lambda: max(_checkpoint_iterations(run_dir), default=0) >= target,
+                      proc, log)
+        else:
+            writing = f".ckpt-{target:07d}.pt.tmp-*"
+            found = _wait_for(f"the write of checkpoint {target}",
+                              lambda: (list((run_dir / "checkpoints").glob(writing))
+                                       or max(_checkpoint_iterations(run_dir), default=0) >= target), proc, log)
+            mid_write += isinstance(found, list)  # the temporary file was seen, not only the result
+        if proc.poll() is not None:  # it has ENDLESS iterations to go: only a crash ends it
+            pytest.fail(f"attempt {attempt} exited (code {proc.returncode}) before its kill:\n"
+                        f"{log.read_text()[-3000:]}")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-        start = _resumed_at(log)
         logged = _logged_iterations(run_dir)
         newest = _check_every_checkpoint(run_dir, every)  # 0 corrupt checkpoints
-        reached = max(logged, default=start)
+        reached = max(logged, default=begin)
         # Progress lost by this kill: at most one checkpoint interval.
         assert reached - newest <= every, (reached, newest)
-        assert newest >= start, "a checkpoint went backwards"
-        resumed.append((start, reached, newest))
+        assert newest >= begin, "a checkpoint went backwards"
+        resumed.append((begin, reached, newest))
 
-    print(f"\n{KILLS} SIGKILLs; (resumed at, last logged, newest checkpoint) per attempt: {resumed}")
+    print(f"\n{KILLS} SIGKILLs on {schedule}, {mid_write} with a checkpoint's temporary file seen; "
+          f"(resumed at, last logged, newest checkpoint) per attempt: {resumed}")
+    assert newest > 0, f"the kills left no checkpoint: {resumed}"
+    # The same command to the end, the end being one checkpoint interval past the newest checkpoint.
+    final_iters = newest + every
     log = tmp_path / "final.log"
-    proc = _start(cmd, log)
-    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    proc = start(_cli_command(run_root, final_iters), log)
+    assert _finish(proc, log) == 0, log.read_text()[-3000:]
     final_start = _resumed_at(log)
-    assert final_start == resumed[-1][2], "the re-run resumed from the newest complete checkpoint"
+    assert final_start == newest, "the re-run resumed from the newest complete checkpoint"
     starts = [s for s, _, _ in resumed] + [final_start]
     assert starts == sorted(starts) and starts[-1] > 0, f"the iteration counter continues: {starts}"
     result = load_stylex(run_dir)
-    assert result.iteration == ITERATIONS
+    assert result.iteration == final_iters
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     logged = _logged_iterations(run_dir)
-    log_every = get_profile("quick").stylex.log_every
-    assert logged == list(range(log_every, ITERATIONS + 1, log_every)), "one log line per logged iteration"
+    assert logged == list(range(log_every, final_iters + 1, log_every)), "one log line per logged iteration"
     assert not list((run_dir / "checkpoints").glob(".ckpt-*")), "no half-written file is left"
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_stop_with_a_final_checkpoint(quick_run, tmp_path, sig, code):
+def test_sigterm_and_sigint_stop_with_a_final_checkpoint(quick_run, tmp_path, start, sig, code):
     run_root, run_dir = quick_run
     log = tmp_path / "stop.log"
-    proc = _start(_cli_command(run_root), log)
+    proc = start(_cli_command(run_root, ENDLESS), log)
     _wait_for_training(proc, run_dir, log)
-    deadline = time.monotonic() + 60
-    while not _logged_iterations(run_dir):  # let it run a few iterations
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for("a logged iteration", lambda: _logged_iterations(run_dir), proc, log)  # it runs, handlers in place
     proc.send_signal(sig)
-    assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
+    assert _finish(proc, log) == code, log.read_text()[-3000:]
     text = log.read_text()
     stopped_at = int(re.search(r"stopped by SIG\w+ at iteration (\d+)", text).group(1))
     assert "Traceback" not in text
-    assert 0 < stopped_at < ITERATIONS
+    assert 0 < stopped_at < ENDLESS
     state = load_checkpoint(run_dir / "checkpoints" / f"ckpt-{stopped_at:07d}.pt")
     assert state["iteration"] == stopped_at  # a checkpoint at the very iteration it stopped
-    again = subprocess.run(_cli_command(run_root), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"at iteration {stopped_at}" in again.stdout
-    assert load_stylex(run_dir).iteration == ITERATIONS
+    # The same command again, to an end a few iterations past the stop.
+    final_iters = stopped_at + get_profile("quick").stylex.log_every
+    again_log = tmp_path / "again.log"
+    again = start(_cli_command(run_root, final_iters), again_log)
+    assert _finish(again, again_log) == 0, again_log.read_text()[-3000:]
+    assert f"at iteration {stopped_at}" in again_log.read_text()
+    assert load_stylex(run_dir).iteration == final_iters
 
 
 # -- in-process faults on a tiny config ---------------------------------------------------------

@@ -115,7 +115,7 @@ def test_ddp_two_gloo_processes(data, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), cache=data.cache_dir, run=str(run)))
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", str(script)], capture_output=True, text=True, timeout=300)
+                          "--master_port=29517", str(script)], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["iteration"] == ranks[1]["iteration"] == 3
