@@ -44,7 +44,7 @@ import json
 
 from IPython.display import Markdown, display
 
-from repro import report, tables
+from repro import observer, report, tables
 from repro.explain import explain_model
 
 ctx = report.open_profile(profile, data_root, device, force)
@@ -104,6 +104,24 @@ for (task, mode), e in explanations.items():
         top = [f"{'max' if d else 'min'} L{layer}c{ch}" for (d, _), layer, ch in
                zip(attrs.coords[:P.eval.k], attrs.layers or [None] * P.eval.k, attrs.channels or [None] * P.eval.k)]
         print(f"  {method:8s}", ", ".join(top))
+
+# %% [markdown]
+# ## Does a second classifier see the change? (spec section 9)
+# G is fed the classifier's softmax and trained to satisfy it, so an edit can flip C with a
+# change no one else reads. A **second observer** C' (another architecture and seed, trained on
+# the same split by `python -m repro train-observer`, used nowhere in training or AttFind) judges
+# the very renders the flip rate made: `flip_Cprime` counts C' flips among the `n_agreed` images
+# where C and C' agreed before the edit, beside C's flips on the same images (`flip_C_agreed`).
+# The **edit size** is the mean and max |pixel change| in /255 of the top-k edit, then of each top
+# attribute alone, beside the size of a real one-factor change of the renderer (its full range).
+
+# %%
+synthetic = all(t.stylex_data.dataset == "synthetic" for t in P.tasks)
+second = observer.write_observer_tables(results, ctx.figures,
+                                        renderer_size=P.tasks[0].stylex_data.resolution if synthetic else None)
+for name in ("second_observer", "edit_size_single", "reconstruction_observer", "renderer_factor_size"):
+    if name in second:
+        display(Markdown(f"**{name.replace('_', ' ')}**\n\n" + second[name]))
 
 # %% [markdown]
 # ## Reading the numbers against claim 3

@@ -55,6 +55,16 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
         print(f"{task.name}: test accuracy {run.metrics['test']['accuracy']:.4f} -> {run.run_dir}")
 
 
+def cmd_train_observer(args: argparse.Namespace) -> None:
+    from repro.observer import train_observer
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        run = train_observer(profile, task, device=args.device, force=args.force, progress=not args.no_progress)
+        print(f"{task.name}: observer ({profile.observer.arch}, seed {profile.observer.seed}) test accuracy "
+              f"{run.metrics['test']['accuracy']:.4f} -> {run.run_dir}")
+
+
 def cmd_train_stylex(args: argparse.Namespace) -> None:
     from repro.training import train_profile_model
 
@@ -82,6 +92,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
             rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
                               for m, r in exp.results["methods"].items())
             print(f"{task.name}/{mode}: flip rate at k={profile.eval.k}: {rates}")
+            obs = exp.results.get("observer") or {}
+            if obs.get("available"):
+                second = ", ".join(f"{m} {r['observer']['flip_Cprime']:.3f} (C {r['observer']['flip_C_agreed']:.3f}, "
+                                   f"{r['observer']['pixel_max_255']:.1f}/255 max)"
+                                   for m, r in exp.results["methods"].items()
+                                   if r.get("observer", {}).get("flip_Cprime") is not None)
+                print(f"{task.name}/{mode}: second observer flip rate among agreed images: {second}")
+            elif obs.get("note"):
+                print(f"{task.name}/{mode}: {obs['note']}")
 
 
 def cmd_render_synthetic(args: argparse.Namespace) -> None:
@@ -104,6 +123,8 @@ def cmd_readme(args: argparse.Namespace) -> None:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "profiles": (cmd_profiles, "list the named profiles, or print one as JSON"),
     "train-classifier": (cmd_train_classifier, "train the MobileNetV2 classifier of each task"),
+    "train-observer": (cmd_train_observer, "train the second observer C' of each task (another architecture "
+                                           "and seed; used only to check explanations)"),
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
     "explain": (cmd_explain, "AttFind, Wu and random baselines and their flip rates for trained models"),
     "render-synthetic": (cmd_render_synthetic, "write a grid of synthetic faces to a PNG"),

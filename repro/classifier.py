@@ -1,5 +1,9 @@
 """The classifier StylEx explains: torchvision MobileNetV2, two classes, trained from scratch.
 
+The same stage trains the second observer C' (``repro.observer``): ``ClassifierConfig.arch``
+picks the architecture (``repro.networks.build_classifier``), ``ClassifierConfig.seed`` its
+initialisation and batch order; its run directory is ``profile.run_dir(task, "observer")``.
+
 ``train_classifier`` trains it with a progress bar and writes, in its run directory:
 ``config.json``, ``classifier.pt`` (state_dict + config, atomic), ``history.jsonl`` (one line
 per epoch) and ``metrics.json`` (held-out accuracy, confusion matrix, timing). A finished run
@@ -27,6 +31,7 @@ from repro.networks import build_classifier
 from repro.utils import pick_device, seed_everything, tqdm
 
 CHECKPOINT = "classifier.pt"
+DEFAULT_ARCH = "mobilenet_v2"  # the classifier StylEx explains (ClassifierConfig's default)
 EPOCH_CHECKPOINT = "epoch.pt"
 
 
@@ -35,7 +40,7 @@ class ClassifierRun:
     """A trained classifier and what its training measured.
 
     Parameters:
-        model: the MobileNetV2, in eval mode.
+        model: the classifier (MobileNetV2 unless the run's config names another arch), in eval mode.
         metrics: the contents of ``metrics.json``.
         history: one dict per epoch (loss, train and val accuracy, seconds).
         run_dir: where it lives.
@@ -99,15 +104,38 @@ def shortcut_accuracy(model: nn.Module, images: ImageSet, task: str, **kwargs) -
                       "n": int(mask.sum())} for name, mask in (("agrees", agrees), ("disagrees", ~agrees))}}
 
 
+def run_config(data: DataConfig, config: ClassifierConfig) -> dict[str, Any]:
+    """The configuration a classifier run records (``config.json`` and every checkpoint) and is
+    reused or resumed only with.
+
+    ``arch`` is recorded only when it is not MobileNetV2, so runs written before the
+    architecture choice existed (all MobileNetV2) stay valid.
+    """
+    classifier = to_dict(config)
+    if classifier.get("arch") == DEFAULT_ARCH:
+        del classifier["arch"]
+    return {"data": to_dict(data), "classifier": classifier}
+
+
+def run_arch(config: dict[str, Any] | None) -> str:
+    """The architecture a run's recorded configuration names (MobileNetV2 when it names none)."""
+    classifier = (config or {}).get("classifier") or {}
+    return classifier.get("arch", DEFAULT_ARCH)
+
+
 def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | Path, *,
                      device: str = "auto", force: bool = False, progress: bool | None = None) -> ClassifierRun:
-    """Train (or reuse) the classifier of one task; see the module docstring for the outputs."""
+    """Train (or reuse) the classifier of one task; see the module docstring for the outputs.
+
+    ``config.arch`` and ``config.seed`` choose the network and its seed: the default
+    (MobileNetV2) is the classifier StylEx explains, ``profile.observer`` the second observer.
+    """
     run_dir = Path(run_dir)
     if data.dataset == "ffhq":  # known before loading (and decoding) every image
         raise ValueError(f"dataset 'ffhq' (root {data.root}) has no labels: a classifier needs a labelled "
                          f"data set (for the age task, CelebA; FFHQ is only for StylEx)")
     dev = pick_device(device)
-    full_config = {"data": to_dict(data), "classifier": to_dict(config)}
+    full_config = run_config(data, config)
     if not force and (run_dir / CHECKPOINT).exists() and (run_dir / "metrics.json").exists():
         try:
             return load_classifier(run_dir, device=dev, expected_config=full_config)
@@ -115,7 +143,7 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
             print(f"not reusing {run_dir / CHECKPOINT}: {err}; training again")
     check_root(data)  # a missing data folder fails before a run directory is made
     check_run_dir(run_dir)  # unwritable or full: fail now, not after loading data and training
-    save_config({"data": data, "classifier": config}, run_dir)
+    save_config(full_config, run_dir)
 
     seed_everything(config.seed)
     train, val, test = (load_split(data, s, progress=progress) for s in ("train", "val", "test"))
@@ -125,7 +153,7 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                              f"(for the age task, CelebA; FFHQ is only for StylEx)")
     if dev.type == "cuda":  # the whole uint8 training set on the GPU: a batch is an index away
         train = train.to(dev)
-    model = build_classifier(2).to(dev).to(memory_format=torch.channels_last)
+    model = build_classifier(2, config.arch).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
@@ -143,8 +171,9 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
         first_epoch = int(resume["epoch"])
         print(f"resuming {run_dir} after epoch {first_epoch}")
     start = time.perf_counter()
+    name = "classifier" if config.arch == DEFAULT_ARCH else f"classifier ({config.arch})"
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
-               desc=f"classifier {data.task}", enabled=progress)
+               desc=f"{name} {data.task}", enabled=progress)
     for epoch in range(first_epoch, config.epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen)
@@ -182,7 +211,8 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
     model.eval()
     metrics = {"task": data.task, "test": evaluate(model, test), "val": evaluate(model, val),
                "train_seconds": time.perf_counter() - start, "device": str(dev),
-               "epochs": config.epochs, "n_train": len(train), "resumed_after_epoch": first_epoch}
+               "epochs": config.epochs, "n_train": len(train), "resumed_after_epoch": first_epoch,
+               "arch": config.arch, "seed": config.seed}
     save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config})
     (run_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -210,10 +240,13 @@ def _resume_state(run_dir: Path, full_config: dict[str, Any], device: torch.devi
 
 def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",
                     expected_config: dict[str, Any] | None = None) -> ClassifierRun:
-    """Load a trained classifier (eval mode, gradients off) and its recorded metrics."""
+    """Load a trained classifier (eval mode, gradients off) and its recorded metrics.
+
+    The architecture is the one its checkpoint's configuration records (:func:`run_arch`).
+    """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir / CHECKPOINT, expected_config=expected_config)
-    model = build_classifier(2)
+    model = build_classifier(2, run_arch(state.get("config")))
     model.load_state_dict(state["model"])
     model.to(device).eval().requires_grad_(False)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -7,6 +7,9 @@ one stored noise tensor per image, drawn from a seeded generator, never re-sampl
 vector, its StyleSpace styles and its noise. StylEx models encode held-out real images
 (w = [E(x), softmax C(x)]); a plain StyleGAN2 has no encoder, so its "images" are samples
 w = mapping(z) from a seeded z.
+
+Every classifier decision on a render goes through :func:`classify_images` (images clamped to
+[-1, 1], as AttFind and the flip rate see them, and as a figure shows them).
 """
 
 from __future__ import annotations
@@ -30,19 +33,22 @@ class Latents:
         noise: per conv layer [N, 1, H, W], fixed.
         source: ``encoded`` (real images through the encoder) or ``sampled`` (mapping network).
         images: the real images that were encoded (float [-1, 1]); None when sampled.
+        labels: their labels (long [N]; -1 where the data set has none); None when sampled.
     """
 
     w: torch.Tensor
     noise: list[torch.Tensor]
     source: str
     images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.w.shape[0]
 
     def subset(self, idx: torch.Tensor | slice) -> "Latents":
         return Latents(self.w[idx], [n[idx] for n in self.noise], self.source,
-                       None if self.images is None else self.images[idx])
+                       None if self.images is None else self.images[idx],
+                       None if self.labels is None else self.labels[idx])
 
     def styles(self, model: StylExModel, batch_size: int = 256) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(conv_styles, rgb_styles) of every image, batched."""
@@ -73,7 +79,7 @@ def latents(model: StylExModel, classifier: nn.Module, images: ImageSet | None =
         x = images.batch(slice(0, n), device)
         probs = classifier_probs(classifier, ImageSet(images.images[:n], images.labels[:n]), device)
         w = torch.cat([model.encode(x[i:i + batch_size], probs[i:i + batch_size]) for i in range(0, n, batch_size)])
-        return Latents(w, fixed_noise(model, n, seed, device), "encoded", x)
+        return Latents(w, fixed_noise(model, n, seed, device), "encoded", x, images.labels[:n].clone())
     if n is None:
         raise ValueError("a stylegan2 model has no encoder: give the number of samples n")
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -92,24 +98,42 @@ def render(model: StylExModel, lat: Latents, batch_size: int = 256) -> torch.Ten
 
 
 @torch.inference_mode()
+def classify_images(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """float32 logits [N, 2] of float images, batched, each image clamped to [-1, 1] first
+    (:func:`repro.attfind.classify`, the rule AttFind and the flip rate use), in eval mode."""
+    from repro.attfind import _eval_mode, classify
+
+    with _eval_mode(classifier):
+        out = [classify(classifier, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+@torch.inference_mode()
 def reconstruction_metrics(model: StylExModel, classifier: nn.Module, images: ImageSet, *, n: int = 512,
-                           seed: int = 0, lpips: nn.Module | None = None, batch_size: int = 128) -> tuple[dict, torch.Tensor, torch.Tensor]:
+                           seed: int = 0, lpips: nn.Module | None = None, batch_size: int = 128,
+                           observer: nn.Module | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Claim 1 of the paper, measured on held-out images.
 
     Returns (metrics, originals, reconstructions) where metrics has ``l1`` (mean absolute pixel
     error in [-1, 1] units), ``lpips`` (None when unavailable), ``agreement`` (share of images with
-    argmax C(x) == argmax C(G(E(x), C(x)))), ``mean_abs_delta_prob`` (mean |p1(x) - p1(G(x))|) and ``n``.
+    argmax C(x) == argmax C(G(E(x), C(x)))), ``mean_abs_delta_prob`` (mean |p1(x) - p1(G(x))|) and ``n``,
+    plus the classifier and second-observer accuracies of :func:`repro.observer.reconstruction_scores`
+    (the ``*_Cprime`` ones None without an ``observer``). Reconstructions are clamped to [-1, 1]
+    (as figures show them and AttFind classifies them) before every measure.
     """
+    from repro.observer import reconstruction_scores
+
     lat = latents(model, classifier, images, n=n, seed=seed)
-    rec = render(model, lat, batch_size)
+    rec = render(model, lat, batch_size).clamp(-1.0, 1.0)
     x = lat.images
-    p_x = torch.cat([F.softmax(classifier(x[i:i + batch_size]), 1) for i in range(0, len(x), batch_size)])
-    p_rec = torch.cat([F.softmax(classifier(rec[i:i + batch_size]), 1) for i in range(0, len(x), batch_size)])
+    p_x = F.softmax(classify_images(classifier, x, batch_size), 1)
+    p_rec = F.softmax(classify_images(classifier, rec, batch_size), 1)
     lp = None
     if lpips is not None:
         lp = torch.cat([lpips(x[i:i + batch_size], rec[i:i + batch_size]).flatten()
                         for i in range(0, len(x), batch_size)]).mean().item()
     metrics = {"n": len(x), "l1": (x - rec).abs().mean().item(), "lpips": lp,
                "agreement": (p_x.argmax(1) == p_rec.argmax(1)).float().mean().item(),
-               "mean_abs_delta_prob": (p_x[:, 1] - p_rec[:, 1]).abs().mean().item()}
+               "mean_abs_delta_prob": (p_x[:, 1] - p_rec[:, 1]).abs().mean().item(),
+               **reconstruction_scores(classifier, x, rec, lat.labels, observer, batch_size=batch_size)}
     return metrics, x.cpu(), rec.cpu()

@@ -10,7 +10,15 @@
    class 0" like AttFind's) and the random floor;
 4. measures the flip rate of each on the held-out images: top-k (mean ± std over repeats) and
    the curve over k = 1..k_max;
-5. writes everything to ``explain.json`` in the model's run directory; its presence marks the
+5. judges the same renders with the second observer C' and measures their pixel change
+   (:mod:`repro.observer`): per method ``methods.<m>.observer`` holds ``flip_C``, ``flip_Cprime``
+   (among the ``n_agreed`` images where C and C' agreed before the edit), ``pixel_mean_255`` and
+   ``pixel_max_255`` of the top-k edit, its curve over k and (``single``) each of the top single
+   attributes edited alone on the first repeat's images;
+   ``observer.reconstruction`` holds C's agreement and C''s accuracy on originals and
+   reconstructions (models with an encoder). Without a trained C' the C' fields are None and
+   ``observer.note`` says how to train it; the pixel sizes are measured either way;
+6. writes everything to ``explain.json`` in the model's run directory; its presence marks the
    stage as done (a crash mid-way leaves no such file, so the stage is redone).
 """
 
@@ -26,12 +34,15 @@ import torch.nn.functional as F
 
 from repro.attfind import Attributes, EffectResult, compute_effects, get_preset, run_attfind, style_range
 from repro.baselines import mean_effects, random_attributes, wu_attributes
+from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
-from repro.evaluation import Latents, latents
-from repro.fliprate import flip_rate_curve, load_results, save_results
+from repro.evaluation import Latents, latents, render
+from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
 from repro.networks import flatten_styles
+from repro.observer import (TOP_SINGLE, load_observer, missing_observer_note, observer_dir, reconstruction_scores,
+                            single_attribute_edits, validity_curve, validity_summary)
 from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
@@ -94,8 +105,12 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
 
 
 def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto", force: bool = False,
-                  progress: bool | None = None) -> Explanation:
-    """Run (or reuse) AttFind, the baselines and the flip rates of one trained model."""
+                  progress: bool | None = None, top_single: int = TOP_SINGLE) -> Explanation:
+    """Run (or reuse) AttFind, the baselines and the flip rates of one trained model, with the second
+    observer's verdict and the edit sizes (``top_single``: single top attributes measured alone).
+
+    Results are reused when the model, classifier and observer weights are the ones they were
+    computed from (training C' later recomputes them, reusing the cached AttFind effects)."""
     config = get_preset(profile.eval.attfind_preset)  # a bad name fails now, not after the effects
     dev = pick_device(device)
     run_dir = profile.run_dir(task.name, mode)
@@ -107,16 +122,24 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     model = load_stylex(run_dir, device=dev).model
     check_eval_config(profile.eval, model.generator.num_styles)
     classifier = load_classifier(clf_dir, device=dev).model
+    observer_run, observer_note = None, None
+    try:
+        observer_run = load_observer(profile, task, device=dev)
+        if observer_run is None:
+            observer_note = missing_observer_note(profile, task)
+    except CheckpointError as err:
+        observer_note = f"the second observer in {observer_dir(profile, task)} was not used: {err}"
     found, held_out = image_sets(model, classifier, task, profile)
     G, ev = model.generator, profile.eval
 
     stamp = _fingerprint(run_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
+    observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
     if not force and (run_dir / RESULTS).exists():
         results = load_results(run_dir / RESULTS)
-        if results.get("fingerprint") == stamp:
+        if results.get("fingerprint") == stamp and results.get("observer_fingerprint") == observer_stamp:
             attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
             return Explanation(model, classifier, found, held_out, attrs, results)
-        print(f"{run_dir / RESULTS} was computed from other model weights; recomputing")
+        print(f"{run_dir / RESULTS} was computed from other model, classifier or observer weights; recomputing")
 
     conv, rgb = found.styles(model)
     flat = flatten_styles(conv)
@@ -149,19 +172,49 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     e_conv, e_rgb = held_out.styles(model)
     methods: dict[str, Any] = {}
     ks = sorted(set(ev.curve_ks or range(1, ev.k_max + 1)) | {ev.k})
+    observers = [] if observer_run is None else [observer_run.model]
+    t_single = 0.0
     with timed() as t_flip:
         for name, attributes in attrs.items():
             source = (lambda r: random_attributes(G.num_styles, ev.k_max, seed=ev.seed + 1 + r)) if name == "random" else attributes
+            recorder = EditRecorder(observers)  # rides along: the flip rate's own renders, no extra edits
             curve = flip_rate_curve(G, classifier, e_conv, e_rgb, held_out.noise, source, ks=ks, repeats=ev.repeats,
-                                    images_per_repeat=ev.images_per_repeat, seed=ev.seed, progress=progress)
-            methods[name] = {"attributes": attributes, "flip_rate": curve.at(ev.k), "curve": curve}
+                                    images_per_repeat=ev.images_per_repeat, seed=ev.seed, progress=progress,
+                                    recorder=recorder)
+            with timed() as t:
+                # one repeat (the curve's first: same images, style range and random draw) keeps
+                # this at a fifth of a flip-rate curve's cost in the default profile
+                single = single_attribute_edits(G, classifier, observers, e_conv, e_rgb, held_out.noise, source,
+                                                n=top_single, repeats=1, images_per_repeat=ev.images_per_repeat,
+                                                seed=ev.seed, progress=progress)
+            t_single += t["seconds"]
+            methods[name] = {"attributes": attributes, "flip_rate": curve.at(ev.k), "curve": curve,
+                             "observer": {**validity_summary(recorder, ev.k), "curve": validity_curve(recorder),
+                                          "single": single}}
+    reconstruction, t_rec = None, {"seconds": 0.0}
+    if held_out.images is not None:  # encoded real images: judge their reconstructions too
+        with timed() as t_rec:
+            rec = render(model, held_out).clamp(-1.0, 1.0)
+            reconstruction = reconstruction_scores(classifier, held_out.images, rec, held_out.labels,
+                                                   observer_run.model if observer_run is not None else None)
+    obs_cfg = profile.observer
+    observer_info = {
+        "available": observer_run is not None, "note": observer_note, "arch": obs_cfg.arch, "seed": obs_cfg.seed,
+        "run_dir": str(observer_dir(profile, task)),
+        "test_accuracy": observer_run.metrics.get("test", {}).get("accuracy") if observer_run is not None else None,
+        "reconstruction": reconstruction, "top_single": top_single,
+    }
     results = {
         "task": task.name, "mode": mode, "profile": profile.name, "fingerprint": stamp,
         "attfind_images": {"n": len(found), "source": found.source},
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
         "attfind_config": config.to_dict(), "wu_threshold_used": wu_threshold, "num_styles": G.num_styles, "style_dims": G.style_dims,
-        "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"]},
+        # flip_rates: the flip rates with the recorder riding along; observer_extra: the single-attribute
+        # passes and the reconstructions, which only the observer measures add
+        "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"] - t_single,
+                    "observer_extra": t_single + t_rec["seconds"]},
+        "observer_fingerprint": observer_stamp, "observer": observer_info,
         "methods": methods,
     }
     save_results(run_dir / RESULTS, results)

@@ -13,6 +13,12 @@ split or fresh seeds for a StyleGAN2 (the seed implementation drew them from the
 loader, a known defect that inflates the numbers).
 
 Images are clamped to [-1, 1] before the classifier, as in :mod:`repro.attfind`.
+
+**Beyond the classifier's decision.** Pass an :class:`EditRecorder` (``recorder=``) to any of the
+functions below and it also scores the very renders the flip rate makes: the decisions of extra
+observers (the second observer C', :mod:`repro.observer`) on the unedited and edited renders, and
+the pixel change of each edit (:func:`pixel_change_255`). The recorder is passive: the flip rates
+are the same numbers with or without it.
 """
 
 from __future__ import annotations
@@ -140,11 +146,98 @@ def _state_budget(device: torch.device) -> int:
     return _MAX_STATE_BYTES
 
 
+def pixel_change_255(before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (mean, max) of |after - before| over pixels and channels, in /255 units.
+
+    Both are float images [N, C, H, W] in [-1, 1] (clamped here, as the classifier sees them and
+    a figure shows them); [-1, 1] spans 255 levels, so a change of 2 is 255 and one level is
+    2/255. Returns two float32 tensors [N] (on the inputs' device).
+    """
+    delta = (after.clamp(-1.0, 1.0).float() - before.clamp(-1.0, 1.0).float()).abs().flatten(1) * 127.5
+    return delta.mean(1), delta.amax(1)
+
+
+@dataclass
+class EditRecord:
+    """What an :class:`EditRecorder` saw in one flip-rate pass (one repeat) over N images.
+
+    Parameters:
+        ks: the k values of the pass (rows of the [K, N] tensors).
+        base_class: long [N], the classifier's argmax on the unedited renders.
+        flipped: bool [K, N], the classifier's flips (the flip rate's own numbers).
+        observer_base: long [O, N], each extra observer's argmax on the unedited renders.
+        observer_edited: long [O, K, N], each extra observer's argmax on the edited renders.
+        pixel_mean_255 / pixel_max_255: float [K, N], per image mean and max |pixel change| of the
+            edit in /255 (:func:`pixel_change_255`); None when the recorder skips pixels.
+        indices: long [N], the images' positions in the full set given to a repeat function
+            (``arange(N)`` for a single pass).
+    """
+
+    ks: list[int]
+    base_class: torch.Tensor
+    flipped: torch.Tensor
+    observer_base: torch.Tensor
+    observer_edited: torch.Tensor
+    pixel_mean_255: torch.Tensor | None
+    pixel_max_255: torch.Tensor | None
+    indices: torch.Tensor
+
+
+class EditRecorder:
+    """Scores every render of the flip-rate passes it is given to, beyond the classifier's flip.
+
+    ``observers``: extra classifiers (logits [B, 2]) on the generator's device, e.g. the second
+    observer C'; each sees the clamped unedited and edited renders (BatchNorm-folded on the fast
+    path, as the classifier is). ``pixels``: also keep the unedited renders and measure each
+    edit's pixel change. One recorder collects every pass in order: ``records`` holds one
+    :class:`EditRecord` per pass (per repeat of :func:`flip_rate_curve`). It changes no flip rate.
+    """
+
+    def __init__(self, observers: Sequence[nn.Module] = (), *, pixels: bool = True):
+        self.observers = list(observers)
+        self.pixels = pixels
+        self.records: list[EditRecord] = []
+
+    # -- hooks called by _flip_matrix -----------------------------------------------------------
+    def _start(self, n_images: int, ks: Sequence[int], device: torch.device, fast: bool) -> None:
+        self._ks = [int(k) for k in ks]
+        self._classify = [_fast_classifier(o) if fast else (lambda img, o=o: classify(o, img)) for o in self.observers]
+        n_obs, n_ks = len(self.observers), len(self._ks)
+        self._obs_base = torch.empty(n_obs, n_images, dtype=torch.long, device=device)
+        self._obs_edit = torch.empty(n_obs, n_ks * n_images, dtype=torch.long, device=device)
+        self._base_img: torch.Tensor | None = None
+        self._pix = torch.empty(2, n_ks * n_images, device=device) if self.pixels else None
+        self._n = n_images
+
+    def _base(self, sl: slice, img: torch.Tensor) -> None:
+        for j, fn in enumerate(self._classify):
+            self._obs_base[j, sl] = fn(img).argmax(1)
+        if self.pixels:
+            if self._base_img is None:
+                self._base_img = torch.empty(self._n, *img.shape[1:], device=img.device)
+            self._base_img[sl] = img.clamp(-1.0, 1.0)
+
+    def _edited(self, rows: torch.Tensor, n_i: torch.Tensor, img: torch.Tensor) -> None:
+        for j, fn in enumerate(self._classify):
+            self._obs_edit[j, rows] = fn(img).argmax(1)
+        if self.pixels:
+            mean, peak = pixel_change_255(self._base_img[n_i], img)
+            self._pix[0, rows], self._pix[1, rows] = mean, peak
+
+    def _finish(self, flipped: torch.Tensor, base_class: torch.Tensor) -> None:
+        n_ks, n = len(self._ks), self._n
+        pix = None if self._pix is None else self._pix.reshape(2, n_ks, n).cpu()
+        self.records.append(EditRecord(
+            self._ks, base_class, flipped, self._obs_base.cpu(), self._obs_edit.reshape(-1, n_ks, n).cpu(),
+            None if pix is None else pix[0], None if pix is None else pix[1], torch.arange(n)))
+        self._base_img = self._pix = None
+
+
 def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
                  rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                  coords: Sequence[tuple[int, int]], ks: Sequence[int], style_min: torch.Tensor | None,
                  style_max: torch.Tensor | None, batch_size: int, progress: bool | None,
-                 fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 fast: bool = True, recorder: EditRecorder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(flipped bool [len(ks), N], base_class [N]); edits for every k share the base renders.
 
     With ``fast`` and a :class:`repro.networks.Generator`, renders go through
@@ -152,6 +245,7 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
     effects do), and edited renders resume from the stored input of the first layer any of the
     top coordinates lives in. Otherwise (or for any other generator) ``G.synthesis`` and
     :func:`repro.attfind.classify` render every image from the start: the reference path.
+    A ``recorder`` sees every unedited and edited render (and the result) and changes nothing.
     """
     conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
     dims = [c.shape[1] for c in conv]
@@ -171,8 +265,11 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
 
     rows_total = len(ks) * n_images
     bar = tqdm(total=n_images + rows_total, desc="flip rate", unit="render", enabled=progress_enabled(progress))
-    with _eval_mode(G, classifier), torch.inference_mode():
+    observers = recorder.observers if recorder is not None else []
+    with _eval_mode(G, classifier, *observers), torch.inference_mode():
         fast = fast and isinstance(G, Generator)
+        if recorder is not None:
+            recorder._start(n_images, ks, device, fast)
         if fast:
             synthesis, classify_fn = InferenceSynthesis(G).synthesis, _fast_classifier(classifier)
             start_layer = min((decode_index(i, dims)[0] for _, i in top), default=0)
@@ -192,6 +289,8 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
             else:
                 img = synthesis(*args)
             base_class[sl] = classify_fn(img).argmax(1)
+            if recorder is not None:
+                recorder._base(sl, img)
             bar.update(sl.stop - sl.start)
         state = None
         if start_layer > 0:
@@ -214,9 +313,14 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
             else:
                 img = synthesis(*args)
             flipped[rows] = classify_fn(img).argmax(1) != b
+            if recorder is not None:
+                recorder._edited(rows, n_i, img)
             bar.update(len(rows))
     bar.close()
-    return flipped.reshape(len(ks), n_images).cpu(), base_class.cpu()
+    flipped, base_class = flipped.reshape(len(ks), n_images).cpu(), base_class.cpu()
+    if recorder is not None:
+        recorder._finish(flipped, base_class)
+    return flipped, base_class
 
 
 def _per_class(flipped: torch.Tensor, base_class: torch.Tensor) -> list[float | None]:
@@ -245,7 +349,8 @@ def _check_k(ks: Sequence[int], available: int, num_styles: int) -> None:
 def flip_rate(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
               rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None, attributes: Attributes,
               k: int = 10, style_min: torch.Tensor | None = None, style_max: torch.Tensor | None = None, *,
-              batch_size: int = 256, progress: bool | None = False) -> FlipResult:
+              batch_size: int = 256, progress: bool | None = False,
+              recorder: EditRecorder | None = None) -> FlipResult:
     """Flip rate of the top-``k`` pairs of ``attributes`` on the given (held-out) images.
 
     Args:
@@ -255,10 +360,11 @@ def flip_rate(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.T
         attributes: a class-1-to-class-0 list (AttFind, :func:`repro.baselines.wu_attributes`, ...).
         k: number of pairs applied together.
         style_min / style_max: [S] targets; default: min / max over these images.
+        recorder: an :class:`EditRecorder` that also scores the renders (extra observers, pixels).
     """
     _check_k([k], len(attributes), sum(c.shape[1] for c in conv_styles))
     flipped, base = _flip_matrix(G, classifier, conv_styles, rgb_styles, noise, attributes.coords, [k],
-                                 style_min, style_max, batch_size, progress)
+                                 style_min, style_max, batch_size, progress, recorder=recorder)
     f = flipped[0]
     return FlipResult(float(f.float().mean()), f, base, _per_class(f, base), k, min(k, len(attributes)), len(f))
 
@@ -278,7 +384,8 @@ def _subsets(n_images: int, repeats: int, images_per_repeat: int | None, seed: i
 
 def _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes: AttributesOrFactory, ks: list[int],
                   repeats: int, images_per_repeat: int | None, seed: int, batch_size: int,
-                  progress: bool | None) -> tuple[np.ndarray, list[list[list[float | None]]], int]:
+                  progress: bool | None, recorder: EditRecorder | None = None
+                  ) -> tuple[np.ndarray, list[list[list[float | None]]], int]:
     """rates [repeats, K] and per-class rates [repeats][K][2] over disjoint subsets."""
     n_images = conv_styles[0].shape[0]
     subsets, per = _subsets(n_images, repeats, images_per_repeat, seed)
@@ -293,7 +400,9 @@ def _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes: Att
         idx = torch.as_tensor(subset, dtype=torch.long)
         pick = lambda ts: None if ts is None else [t[idx.to(t.device)] for t in ts]  # noqa: E731
         flipped, base = _flip_matrix(G, classifier, pick(conv_styles), pick(rgb_styles), pick(noise),
-                                     attrs.coords, ks, None, None, batch_size, progress)
+                                     attrs.coords, ks, None, None, batch_size, progress, recorder=recorder)
+        if recorder is not None:
+            recorder.records[-1].indices = idx
         rates[r] = flipped.float().mean(1).numpy()
         per_class.append([_per_class(f, base) for f in flipped])
     return rates, per_class, per
@@ -308,16 +417,17 @@ def flip_rate_repeats(G: nn.Module, classifier: nn.Module, conv_styles: Sequence
                       rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                       attributes: AttributesOrFactory, k: int = 10, *, repeats: int = 10,
                       images_per_repeat: int | None = None, seed: int = 0, batch_size: int = 256,
-                      progress: bool | None = False) -> RepeatResult:
+                      progress: bool | None = False, recorder: EditRecorder | None = None) -> RepeatResult:
     """Flip rate mean +- std over ``repeats`` disjoint random subsets of the given (held-out) images.
 
     Each repeat takes ``images_per_repeat`` images (default: N // repeats) from one seeded
     permutation and recomputes the style min / max on them (the replication: 10 x 1,000).
     ``attributes`` may be a callable ``repeat -> Attributes``: for the random floor pass
     ``lambda r: random_attributes(S, k, seed=r)`` so the repeats also vary the random draw.
+    A ``recorder`` (:class:`EditRecorder`) gets one record per repeat.
     """
     rates, per_class, per = _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes, [k],
-                                          repeats, images_per_repeat, seed, batch_size, progress)
+                                          repeats, images_per_repeat, seed, batch_size, progress, recorder)
     col = rates[:, 0]
     return RepeatResult(k, float(col.mean()), float(col.std()), col.tolist(),
                         [_mean_skip_none(pc[0][c] for pc in per_class) for c in (0, 1)], per, repeats, seed)
@@ -327,16 +437,17 @@ def flip_rate_curve(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[t
                     rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                     attributes: AttributesOrFactory, ks: Iterable[int] = range(1, 21), *, repeats: int = 1,
                     images_per_repeat: int | None = None, seed: int = 0, batch_size: int = 256,
-                    progress: bool | None = False) -> FlipCurve:
+                    progress: bool | None = False, recorder: EditRecorder | None = None) -> FlipCurve:
     """Flip rate for every k in ``ks``, all k in one pass over each subset's base renders.
 
     With ``repeats = 1`` and ``images_per_repeat = None`` it uses every image (in a seeded
     order that does not change the result) and equals :func:`flip_rate` at each k with the min /
-    max of all the images. With more repeats it follows :func:`flip_rate_repeats`.
+    max of all the images. With more repeats it follows :func:`flip_rate_repeats`. A ``recorder``
+    (:class:`EditRecorder`) gets one record per repeat, every k of the curve in each.
     """
     ks = [int(k) for k in ks]
     rates, per_class, per = _repeat_curve(G, classifier, conv_styles, rgb_styles, noise, attributes, ks,
-                                          repeats, images_per_repeat, seed, batch_size, progress)
+                                          repeats, images_per_repeat, seed, batch_size, progress, recorder)
     per_class_mean = [[_mean_skip_none(pc[j][c] for pc in per_class) for c in (0, 1)] for j in range(len(ks))]
     return FlipCurve(ks, rates.mean(0).tolist(), rates.std(0).tolist(), rates.tolist(), per_class_mean,
                      per, repeats, seed)
