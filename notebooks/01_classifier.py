@@ -38,6 +38,7 @@ from IPython.display import Markdown, display
 from repro import figures, report
 from repro.classifier import shortcut_accuracy, train_classifier
 from repro.data import load_split
+from repro.observer import train_observer
 
 ctx = report.open_profile(profile, data_root, device, force)
 P = ctx.profile
@@ -111,6 +112,20 @@ runs = {}
 for t in P.tasks:
     runs[t.name] = train_classifier(t.classifier_data, P.classifier, P.run_dir(t.name, "classifier"),
                                     device=ctx.device, force=ctx.force)
+
+# %% [markdown]
+# ## The second observer C'
+# A classifier of another architecture and seed (`P.observer`), trained on the same training
+# split and used nowhere in StylEx training or AttFind. Notebooks 03, 04 and 06 ask it whether
+# the reconstructions and counterfactuals carry the class for an independent reader too, or
+# only for the classifier the generator was trained to satisfy.
+
+# %%
+observers = {t.name: train_observer(P, t, device=ctx.device, force=ctx.force) for t in P.tasks}
+display(Markdown(report.markdown_table(
+    [{"task": n, "observer": f"{P.observer.arch} (seed {P.observer.seed})", "test accuracy": r.metrics["test"]["accuracy"],
+      "C test accuracy": runs[n].metrics["test"]["accuracy"], "train time (s)": round(r.metrics["train_seconds"], 1)}
+     for n, r in observers.items()])))
 
 # %% [markdown]
 # On synthetic data the test accuracy is also split by whether the task's spurious factor agrees

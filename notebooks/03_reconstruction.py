@@ -5,6 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,11 +41,11 @@ import warnings
 
 from IPython.display import Markdown, display
 
-from repro import figures, report
+from repro import fidelity, figures, report
 from repro.classifier import load_classifier
-from repro.data import load_split
-from repro.evaluation import latents, reconstruction_metrics, render
-from repro.losses import LPIPSLoss
+from repro.evaluation import latents, render
+from repro.observer import load_observer
+from repro.perceptual import LPIPSLoss
 from repro.training import load_stylex
 from repro.utils import pick_device
 
@@ -53,43 +54,41 @@ P = ctx.profile
 dev = pick_device(ctx.device)
 with warnings.catch_warnings():  # the status line below says the same, without a kernel-specific path
     warnings.simplefilter("ignore")
-    lpips = LPIPSLoss()
-print("LPIPS:", lpips.status)
+    lpips = LPIPSLoss("vgg")
+lpips_status = lpips.status
+print("LPIPS:", lpips_status)
 lpips = lpips.to(dev) if lpips.available else None
-n_eval = min(512, P.tasks[0].stylex_data.n_test) if P.tasks[0].stylex_data.dataset == "synthetic" else 512
 
 # %%
-metrics, rows_fig = {}, {}
+summary = {}
 for t in P.tasks:
     classifier = load_classifier(P.run_dir(t.name, "classifier"), device=dev).model
-    test = load_split(t.stylex_data, "test")
+    observer = load_observer(P, t, device=dev)
     grid = {}
     for mode in t.modes:
-        model = load_stylex(P.run_dir(t.name, mode), device=dev).model
-        if model.encoder is None:  # stylegan2: no reconstruction, show samples instead
+        records, x, rec = fidelity.reconstruction_records(P, t, mode, device=dev, lpips=lpips, classifier=classifier,
+                                                          observer=observer.model if observer else None)
+        if not records:  # stylegan2: no encoder, no reconstruction; show samples instead
+            model = load_stylex(P.model_dir(t.name, mode), device=dev).model
             samples = render(model, latents(model, classifier, n=8, seed=0))
             figures.save_image_grid(samples, ctx.figures / f"samples_{t.name}_{mode}.png", nrow=8, scale=2)
             continue
-        m, x, rec = reconstruction_metrics(model, classifier, test, n=n_eval, seed=0, lpips=lpips)
-        metrics[f"{t.name}/{mode}"] = m
+        summary[f"{t.name}/{mode}"] = fidelity.summarise(records) | {"lpips_source": lpips_status}
         grid.setdefault("original", x)
         grid[mode] = rec
     if grid:
         figures.plot_reconstructions(grid, ctx.figures / f"reconstruction_{t.name}.png", n=8)
 
 # %%
-rows = [{"model": k, "images": m["n"], "L1": m["l1"], "LPIPS": "unavailable" if m["lpips"] is None else m["lpips"],
-         "classifier agreement": m["agreement"], "mean |Δp|": m["mean_abs_delta_prob"]} for k, m in metrics.items()]
-table = report.markdown_table(rows)
+table = report.markdown_table(fidelity.reconstruction_rows(summary))
 (ctx.figures / "reconstruction_metrics.md").write_text(table + "\n")
-(ctx.figures / "reconstruction_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+(ctx.figures / "reconstruction_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+fidelity.write_fidelity(summary, ctx.figures / "fidelity.json")
 display(Markdown(table))
 
 # %% [markdown]
 # ## What this notebook found
 
 # %%
-for k, m in metrics.items():
-    verdict = "meets" if m["agreement"] >= 0.9 else "misses"
-    print(f"{k}: classifier agreement {m['agreement']:.3f} ({verdict} the 0.9 target), L1 {m['l1']:.3f}, "
-          f"mean |Δp| {m['mean_abs_delta_prob']:.3f} on {m['n']} held-out images")
+for line in fidelity.reconstruction_findings(summary):
+    print(line)

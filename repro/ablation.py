@@ -63,6 +63,63 @@ def train_row(profile: Profile, task: TaskConfig, row: str, *, iterations: int, 
                         device=device, force=force, progress=progress)
 
 
+def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "auto",
+                progress: bool | None = None, n_reconstructions: int = 512) -> dict[str, Any]:
+    """One ablation row's record: the run's cost, and the fidelity measures every model gets.
+
+    Reconstructions of ``n_reconstructions`` held-out test images: L1, LPIPS (VGG, the usual
+    metric backbone) and what C and C' read from them; the AttFind / random top-k edits: flip
+    rates of C and C' (C' among the images both agreed on before the edit) and the edit size.
+    Everything comes from ``repro.explain.explain_model`` on the row's run (cached there).
+    """
+    import statistics
+
+    from repro.evaluation import reconstruction_metrics
+    from repro.explain import explain_model
+    from repro.perceptual import LPIPSLoss
+
+    run_dir = row_dir(profile, task, row)
+    exp = explain_model(profile, task, "stylex", device=device, progress=progress, run_dir=run_dir)
+    lpips = LPIPSLoss("vgg")
+    device_ = next(exp.model.parameters()).device
+    from repro.data import load_split
+    rec, _, _ = reconstruction_metrics(exp.model, exp.classifier, load_split(task.stylex_data, "test"),
+                                       n=n_reconstructions, lpips=lpips.to(device_) if lpips.available else None)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    obs = exp.results["observer"]
+    methods = exp.results["methods"]
+    record: dict[str, Any] = {
+        "task": task.name, "row": row, "settings": ROWS[row], "iterations": log[-1]["iteration"] if log else 0,
+        "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
+        "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
+        "agreement_C": (obs["reconstruction"] or {}).get("agreement_C"),
+        "acc_Cprime_originals": (obs["reconstruction"] or {}).get("acc_Cprime_originals"),
+        "acc_Cprime_reconstructions": (obs["reconstruction"] or {}).get("acc_Cprime_reconstructions"),
+        "k": profile.eval.k,
+    }
+    for name in ("attfind", "random"):
+        summary = methods[name]["observer"]
+        record[f"{name}_flip_C"] = summary.get("flip_C")
+        record[f"{name}_flip_Cprime"] = summary.get("flip_Cprime")
+        record[f"{name}_pixel_max_255"] = summary.get("pixel_max_255")
+    return record
+
+
+ROW_COLUMNS = ("row", "iterations", "lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals",
+               "acc_Cprime_reconstructions", "attfind_flip_C", "attfind_flip_Cprime", "attfind_pixel_max_255",
+               "random_flip_C", "random_flip_Cprime")
+
+
+def ablation_table(path: str | Path = "figures/ablation.json", task: str | None = None) -> list[dict[str, Any]]:
+    """The measured rows of ``path`` (one task, or all) with the columns notebook 02 shows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    return [{c: r.get(c) for c in (("task",) if task is None else ()) + ROW_COLUMNS}
+            for r in rows if task is None or r["task"] == task]
+
+
 def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablation.json") -> Path:
     """Merge ``records`` (keyed by task and row) into the ablation file, atomically."""
     path = Path(path)

@@ -225,6 +225,9 @@ class Profile:
         stylex: StylEx / StyleGAN2 training.
         eval: AttFind and flip-rate evaluation.
         run_root: where runs are written (one folder per task and model below it).
+        seeds: training seeds of each task's ``stylex`` model. The first (``stylex.seed``) is the
+            primary model of the figures and the user study; the others are the same recipe with
+            another ``StylExConfig.seed``, so headline numbers are mean ± std over training seeds.
     """
 
     name: str
@@ -234,6 +237,12 @@ class Profile:
     stylex: StylExConfig = field(default_factory=StylExConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_root: str = "runs"
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not self.seeds or self.seeds[0] != self.stylex.seed or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"Profile.seeds must be distinct and start with the primary seed StylExConfig.seed "
+                             f"= {self.stylex.seed}, got {self.seeds}")
 
     def task(self, name: str) -> TaskConfig:
         for task in self.tasks:
@@ -246,6 +255,12 @@ class Profile:
     def run_dir(self, task: str, component: str) -> Path:
         """``runs/<profile>/<task>/<component>``, e.g. ``runs/default/synth-age/stylex``."""
         return Path(self.run_root) / self.name / task / component
+
+    def model_dir(self, task: str, mode: str, seed: int | None = None) -> Path:
+        """A generative model's run directory: ``<task>/<mode>`` for the primary seed, else ``<task>/<mode>-seed<N>``."""
+        if seed is None or seed == self.stylex.seed:
+            return self.run_dir(task, mode)
+        return self.run_dir(task, f"{mode}-seed{seed}")
 
 
 def _synthetic_task(name: str, resolution: int, n: tuple[int, int, int], spurious_p: float,
@@ -283,9 +298,13 @@ def _default() -> Profile:
         classifier=ClassifierConfig(epochs=8, batch_size=128),
         # The second observer C' (repro.observer): a plain CNN, another seed, the same split.
         observer=ClassifierConfig(arch="cnn", epochs=8, batch_size=128, seed=1),
-        # Without LPIPS weights (no download here) the image term is L1 alone; at 0.1 it is too
-        # weak for a short CPU run (ENVIRONMENT.md: weight 5 gave clearly better held-out L1).
-        stylex=StylExConfig(channels=64, batch_size=16, iterations=400, losses=LossWeights(img_l1=5.0)),
+        # The recipe of the ablation in notebook 02 (repro.ablation, figures/ablation.json): R1 gamma
+        # for 32 px (the 1024 px FFHQ setting, 10, left blobs), no path-length term, the paper's LPIPS
+        # term (AlexNet backbone, offline via repro.perceptual) beside L1, EMA with a ramp-up.
+        # Three training seeds of each stylex model; the trained networks are shipped (repro.weights).
+        stylex=StylExConfig(channels=64, batch_size=16, iterations=3000,
+                            losses=LossWeights(lpips=0.5, lpips_net="alex", img_l1=1.0, r1_gamma=0.2, pl_weight=0.0)),
+        seeds=[0, 1, 2],
         # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~990 renders/s at
         # 2 threads; 31-34 s per model for 32 images in the clean default run): 32 images.
         eval=EvalConfig(attfind_images=32, repeats=5, images_per_repeat=80,

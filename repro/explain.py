@@ -105,15 +105,18 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
 
 
 def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto", force: bool = False,
-                  progress: bool | None = None, top_single: int = TOP_SINGLE) -> Explanation:
+                  progress: bool | None = None, top_single: int = TOP_SINGLE, seed: int | None = None,
+                  run_dir: str | Path | None = None) -> Explanation:
     """Run (or reuse) AttFind, the baselines and the flip rates of one trained model, with the second
     observer's verdict and the edit sizes (``top_single``: single top attributes measured alone).
 
+    The model is ``profile.model_dir(task, mode, seed)`` (``seed`` None: the primary training
+    seed), or the model in ``run_dir`` when given (e.g. an ablation row's).
     Results are reused when the model, classifier and observer weights are the ones they were
     computed from (training C' later recomputes them, reusing the cached AttFind effects)."""
     config = get_preset(profile.eval.attfind_preset)  # a bad name fails now, not after the effects
     dev = pick_device(device)
-    run_dir = profile.run_dir(task.name, mode)
+    run_dir = Path(run_dir) if run_dir is not None else profile.model_dir(task.name, mode, seed)
     clf_dir = profile.run_dir(task.name, "classifier")
     for path, command in ((run_dir / FINAL, f"train-stylex --mode {mode}"), (clf_dir / CHECKPOINT, "train-classifier")):
         if not path.exists():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -553,18 +554,24 @@ def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu",
 
 def train_profile_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto",
                         force: bool = False, progress: bool | None = None, iterations: int | None = None,
-                        callbacks=None) -> TrainResult:
-    """Train one model of a profile, with the task's trained classifier (which must exist)."""
+                        callbacks=None, seed: int | None = None) -> TrainResult:
+    """Train one model of a profile, with the task's trained classifier (which must exist).
+
+    ``seed`` (one of ``profile.seeds``; None: the primary) sets ``StylExConfig.seed`` and the run
+    directory (``profile.model_dir``)."""
     from repro.classifier import load_classifier
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if seed is not None and seed not in profile.seeds:
+        raise ValueError(f"seed {seed} is not one of profile {profile.name!r}'s training seeds {profile.seeds}")
     clf_dir = profile.run_dir(task.name, "classifier")
     if not (clf_dir / "classifier.pt").exists():
         raise FileNotFoundError(f"no trained classifier in {clf_dir}; run "
                                 f"`python -m repro train-classifier --profile {profile.name} --task {task.name}` first")
     classifier = load_classifier(clf_dir).model
-    return train_stylex(mode, task.stylex_data, profile.stylex, classifier, profile.run_dir(task.name, mode),
+    config = profile.stylex if seed is None else dataclasses.replace(profile.stylex, seed=seed)
+    return train_stylex(mode, task.stylex_data, config, classifier, profile.model_dir(task.name, mode, seed),
                         device=device, force=force, progress=progress, iterations=iterations, callbacks=callbacks)
 
 
