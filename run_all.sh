@@ -5,15 +5,22 @@
 #   bash run_all.sh                          # the embedded synthetic default (CPU)
 #   bash run_all.sh --profile quick          # minutes: what CI runs
 #   bash run_all.sh --profile paper-afhq --data-root /data   # real data, a GPU
+#   bash run_all.sh --retrain                # train every network here instead of using weights/
 #   options: --force (retrain / recompute every stage), --device cpu|cuda, --only 03 (one notebook),
-#            --no-setup (use the current environment as it is)
+#            --no-setup (use the current environment as it is), --retrain (see below)
 #
 # Finished stages (trained checkpoints, AttFind results) are reused on a re-run unless --force;
 # a stage interrupted half-way has no completion marker and is redone.
+# Shipped weights: where weights/<profile>/manifest.json exists (the networks the report needs,
+# made by `python -m repro ship-weights`; weights/<profile>/MODEL_CARD.md), every stage not
+# finished in runs/<profile> is first verified (sha256) and placed there
+# (`python -m repro install-weights`), so it is not trained; a damaged file stops the run.
+# --retrain installs nothing and removes what an earlier run installed (unchanged files only):
+# every network is trained here (with --force as well, every other stage is recomputed too).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-profile=default data_root="" force=False device=auto only="" setup=1
+profile=default data_root="" force=False device=auto only="" setup=1 retrain=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
@@ -21,8 +28,9 @@ while [[ $# -gt 0 ]]; do
         --device) device="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
         --force) force=True; shift ;;
+        --retrain) retrain=1; shift ;;
         --no-setup) setup=0; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -49,6 +57,22 @@ if [[ $force == True ]]; then reused="no (--force)"
 elif [[ -n "$(ls -A "runs/$profile" 2>/dev/null)" ]]; then reused="yes, where finished (runs/$profile existed)"
 else reused="nothing to reuse (runs/$profile was empty: every stage was computed)"; fi
 
+# Shipped weights (after the note above, which is about what this run folder held before).
+if [[ $retrain == 1 || $force == True ]]; then
+    python -m repro install-weights --profile "$profile" ${data_root:+--data-root "$data_root"} --remove
+    if [[ $retrain == 1 ]]; then shipped="not used (--retrain: every network trained here)"
+    else shipped="not used (--force)"; fi
+else
+    install_log="$(python -m repro install-weights --profile "$profile" ${data_root:+--data-root "$data_root"})" || {
+        echo "[weights] could not install the shipped weights of profile $profile (above); re-fetch weights/$profile/ or run with --retrain" >&2
+        exit 1
+    }
+    if [[ -n $install_log ]]; then
+        echo "$install_log" | sed 's/^/[weights] /'
+        shipped="${install_log##*shipped weights: }"
+    else shipped="none shipped for this profile"; fi
+fi
+
 total=$SECONDS
 for src in notebooks/[0-9][0-9]_*.py; do
     name="$(basename "$src" .py)"
@@ -72,7 +96,7 @@ echo "[report] all notebooks done in $((SECONDS - total)) s; executed notebooks 
 if [[ -z $only ]]; then
     # Wall-clock times of this run (finished stages are reused, so a re-run is faster: see --force).
     {
-        echo "Profile \`$profile\` on $(nproc --all) CPU cores (torch threads: ${OMP_NUM_THREADS:-default}) ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); git commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); reused finished stages: $reused; set-up: ${setup_seconds} s."
+        echo "Profile \`$profile\` on $(nproc --all) CPU cores (torch threads: ${OMP_NUM_THREADS:-default}) ($(python -c 'from repro.utils import pick_device; print(pick_device("'"$device"'"))')), $(date -u +%Y-%m-%d); git commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); reused finished stages: $reused; shipped weights: $shipped; set-up: ${setup_seconds} s."
         echo
         echo "$times"
         echo "| **all notebooks** | **$((SECONDS - total))** |"

@@ -103,6 +103,40 @@ def cmd_explain(args: argparse.Namespace) -> None:
                 print(f"{task.name}/{mode}: {obs['note']}")
 
 
+def cmd_ship_weights(args: argparse.Namespace) -> None:
+    from repro.weights import ship
+
+    profile = get_profile(args.profile, data_root=args.data_root, run_root=args.run_root)
+    max_bytes = None if args.max_mb <= 0 else int(args.max_mb * 1e6)
+    manifest = ship(profile, args.weights_root, max_bytes=max_bytes, stages=args.stage)
+    for entry in manifest["stages"]:
+        print(f"shipped {entry['stage']}: {entry['files'][0]['file']}")
+    for key, reason in manifest["not_shipped"].items():
+        print(f"not shipped {key}: {reason}")
+    print(f"{len(manifest['stages'])} stage(s), {manifest['total_bytes'] / 1e6:.1f} MB -> "
+          f"{args.weights_root}/{profile.name}/ (manifest.json, MODEL_CARD.md)")
+
+
+def cmd_install_weights(args: argparse.Namespace) -> None:
+    from repro.weights import install, uninstall
+
+    profile = get_profile(args.profile, data_root=args.data_root, run_root=args.run_root)
+    if args.remove:
+        for key in uninstall(profile):
+            print(f"removed the shipped weights installed in {key}")
+        return
+    report = install(profile, args.weights_root)
+    if report.source is None:
+        return  # nothing shipped for this profile: silently nothing
+    for key in report.installed:
+        print(f"installed {key} from {report.source}")
+    for key in report.present:
+        print(f"kept {key}: finished in the run folder already")
+    for key, reason in report.skipped.items():
+        print(f"not installed {key}: {reason}")
+    print(f"shipped weights: {report.summary()}")
+
+
 def cmd_render_synthetic(args: argparse.Namespace) -> None:
     from repro.data import synthetic
     from repro.figures import save_image_grid
@@ -127,6 +161,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
                                            "and seed; used only to check explanations)"),
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
     "explain": (cmd_explain, "AttFind, Wu and random baselines and their flip rates for trained models"),
+    "ship-weights": (cmd_ship_weights, "copy a profile's finished networks into weights/<profile>/ with their "
+                                       "sha256, a manifest and a model card (repro.weights)"),
+    "install-weights": (cmd_install_weights, "verify a profile's shipped weights and place the unfinished stages "
+                                             "in its run folder, so they are not trained (run_all.sh does this)"),
     "render-synthetic": (cmd_render_synthetic, "write a grid of synthetic faces to a PNG"),
     "readme": (cmd_readme, "copy the tables the default report wrote under figures/ into README.md"),
 }
@@ -149,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--nrow", type=int, default=8, help="faces per row")
             p.add_argument("--out", default="synthetic_faces.png", help="output PNG")
+        elif name in ("ship-weights", "install-weights"):
+            p.add_argument("--profile", default="default", choices=list(PROFILES),
+                           help="named settings (default: %(default)s)")
+            p.add_argument("--data-root", default=None, help="folder holding afhq/, celeba/, ffhq/ (paper profiles)")
+            p.add_argument("--run-root", default=None, help="where runs are (default: runs/)")
+            p.add_argument("--weights-root", default="weights", help="shipped weights folder (default: %(default)s)")
+            if name == "ship-weights":
+                p.add_argument("--max-mb", type=float, default=30.0,
+                               help="refuse to ship more than this many MB (0: no cap; default: %(default)s)")
+                p.add_argument("--stage", action="append", default=None,
+                               help="ship only these stages: <task>/<component> or a pattern such as '*/stylex*' "
+                                    "(repeatable; default: every finished stage)")
+            else:
+                p.add_argument("--remove", action="store_true",
+                               help="remove what an earlier install placed (unchanged files only), so it is trained")
         else:
             _add_common(p)
             p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
