@@ -44,7 +44,7 @@ import json
 from IPython.display import Image, Markdown, display
 
 from repro import attribute_figures as af
-from repro import report
+from repro import fidelity, report
 from repro.explain import explain_model
 from repro.explorer import explorer
 from repro.utils import pick_device, timed
@@ -168,7 +168,7 @@ app.show(path=ctx.figures / f"explorer_static_{task}_{mode}.png")
 
 # %%
 synthetic_tasks = [t for t in P.tasks if t.stylex_data.dataset == "synthetic" and t.classifier_data.dataset == "synthetic"]
-gt_results = {}
+gt_results, gt_seeds = {}, {}
 if not synthetic_tasks:
     display(Markdown("No task of this profile uses synthetic data: there is no ground truth to compare with."))
 else:
@@ -182,10 +182,15 @@ else:
             for mode in t.modes:
                 gt_results[(t.name, mode)] = groundtruth.evaluate(P, t, mode, explanations[(t.name, mode)], probe=probe,
                                                                   importance=imp, k=TOP, device=dev)
+            for seed in P.seeds[1:]:  # the other training seeds of the stylex model, for mean ± std
+                e = explain_model(P, t, "stylex", device=ctx.device, force=ctx.force, seed=seed)
+                gt_seeds[(t.name, seed)] = groundtruth.evaluate(P, t, "stylex", e, probe=probe, importance=imp,
+                                                                k=TOP, device=dev)
     gt_table = report.markdown_table(groundtruth.fidelity_rows(gt_results))
     (ctx.figures / "ground_truth.md").write_text(gt_table + "\n")
     (ctx.figures / "ground_truth.json").write_text(json.dumps(list(gt_results.values()), indent=1, default=list) + "\n")
     display(Markdown(gt_table))
+    fidelity.write_fidelity(fidelity.groundtruth_summary(gt_results, gt_seeds), ctx.figures / "fidelity.json")
     groundtruth.plot_fidelity(gt_results, ctx.figures / "ground_truth.png")
     print(f"ground truth of {len(gt_results)} models in {t_gt['seconds']:.0f} s")
 

@@ -83,7 +83,9 @@ for t in P.tasks:
                                                      seed=seed).results
 over_seeds = fidelity.explanation_summary(P, results, seed_results)
 fidelity.write_fidelity(over_seeds, ctx.figures / "fidelity.json")
-display(Markdown(report.markdown_table(fidelity.explanation_rows(over_seeds))))
+fid_table = report.markdown_table(fidelity.explanation_rows(over_seeds))
+(ctx.figures / "fidelity.md").write_text(fid_table + "\n")
+display(Markdown(fid_table))
 
 # %% [markdown]
 # ## Table 2: flip rate of the top-k coordinates

@@ -77,7 +77,8 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
         modes = [args.mode] if args.mode else task.modes
         for mode in modes:
             result = train_profile_model(profile, task, mode, device=args.device, force=args.force,
-                                         progress=not args.no_progress, iterations=args.iterations)
+                                         progress=not args.no_progress, iterations=args.iterations,
+                                         seed=args.seed)
             print(f"{task.name}/{mode}: {result.iteration} iterations -> {result.run_dir}")
 
 
@@ -101,6 +102,21 @@ def cmd_explain(args: argparse.Namespace) -> None:
                 print(f"{task.name}/{mode}: second observer flip rate among agreed images: {second}")
             elif obs.get("note"):
                 print(f"{task.name}/{mode}: {obs['note']}")
+
+
+def cmd_ablation(args: argparse.Namespace) -> None:
+    from repro.ablation import ROWS, measure_row, save_rows, train_row
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        for row in args.row or list(ROWS):
+            result = train_row(profile, task, row, iterations=args.iterations, device=args.device,
+                               force=args.force, progress=not args.no_progress)
+            print(f"{task.name}/ablation/{row}: {result.iteration} iterations -> {result.run_dir}")
+            if not args.train_only:
+                record = measure_row(profile, task, row, device=args.device, progress=not args.no_progress)
+                path = save_rows([record], args.out)
+                print(f"{task.name}/ablation/{row}: measured -> {path}")
 
 
 def cmd_ship_weights(args: argparse.Namespace) -> None:
@@ -161,6 +177,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
                                            "and seed; used only to check explanations)"),
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
     "explain": (cmd_explain, "AttFind, Wu and random baselines and their flip rates for trained models"),
+    "ablation": (cmd_ablation, "train the rows of the StylEx recipe ablation (notebook 02 shows them)"),
     "ship-weights": (cmd_ship_weights, "copy a profile's finished networks into weights/<profile>/ with their "
                                        "sha256, a manifest and a model card (repro.weights)"),
     "install-weights": (cmd_install_weights, "verify a profile's shipped weights and place the unfinished stages "
@@ -208,12 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("train-stylex", "explain"):
             p.add_argument("--mode", default=None, choices=list(MODES),
                            help="model (default: every mode the profile lists for the task)")
+        if name == "ablation":
+            from repro.ablation import ROWS
+            p.add_argument("--row", action="append", choices=list(ROWS), help="row(s) to train (default: all)")
+            p.add_argument("--iterations", type=int, default=1500, help="iterations per row (default: %(default)s)")
+            p.add_argument("--train-only", action="store_true", help="train, but do not measure the rows")
+            p.add_argument("--out", default="figures/ablation.json", help="where the measured rows are merged")
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
             p.add_argument("--precision", default=None, choices=list(PRECISIONS),
                            help="fp32 (reference), tf32 (CUDA) or bf16 autocast; checked against fp32 at "
                                 "the start (default: the profile's, fp32)")
             p.add_argument("--channels-last", action="store_true", help="NHWC conv layout (GPU)")
+            p.add_argument("--seed", type=int, default=None,
+                           help="training seed, one of the profile's seeds (default: the primary one)")
     return parser
 
 

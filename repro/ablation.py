@@ -30,6 +30,8 @@ ROWS: dict[str, dict[str, Any]] = {
     # ... and the paper's LPIPS term (AlexNet backbone) beside L1.
     "r1-0.2+lpips": {"losses.r1_gamma": 0.2, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                      "losses.lpips_net": "alex", "losses.img_l1": 1.0},
+    # The control: the default recipe's networks untrained (iteration 0) through the same measures.
+    "untrained": {"iterations": 0},
     # stylegan2-ada's automatic gamma (0.0002 * res^2 / batch = 0.0128 at 32 px, batch 16).
     "r1-0.0128+lpips": {"losses.r1_gamma": 0.0128, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                         "losses.lpips_net": "alex", "losses.img_l1": 1.0},
@@ -43,6 +45,8 @@ def row_config(base: StylExConfig, row: str) -> StylExConfig:
     top: dict[str, Any] = {}
     losses: dict[str, Any] = {}
     for name, value in ROWS[row].items():
+        if name == "iterations":
+            continue  # a row's own training length (train_row), not a setting of the recipe
         (losses if name.startswith("losses.") else top)[name.removeprefix("losses.")] = value
     return dataclasses.replace(base, **top, losses=dataclasses.replace(base.losses, **losses))
 
@@ -57,10 +61,11 @@ def train_row(profile: Profile, task: TaskConfig, row: str, *, iterations: int, 
     from repro.classifier import load_classifier
     from repro.training import train_stylex
 
-    config = dataclasses.replace(row_config(profile.stylex, row), iterations=iterations)
+    iterations = ROWS[row].get("iterations", iterations)
+    config = dataclasses.replace(row_config(profile.stylex, row), iterations=max(1, iterations))
     classifier = load_classifier(profile.run_dir(task.name, "classifier")).model
     return train_stylex("stylex", task.stylex_data, config, classifier, row_dir(profile, task, row),
-                        device=device, force=force, progress=progress)
+                        device=device, force=force, progress=progress, iterations=iterations)
 
 
 def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "auto",
@@ -85,7 +90,8 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
     from repro.data import load_split
     rec, _, _ = reconstruction_metrics(exp.model, exp.classifier, load_split(task.stylex_data, "test"),
                                        n=n_reconstructions, lpips=lpips.to(device_) if lpips.available else None)
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    log_file = run_dir / "log.jsonl"
+    log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
     obs = exp.results["observer"]
     methods = exp.results["methods"]
     record: dict[str, Any] = {

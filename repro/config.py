@@ -302,7 +302,9 @@ def _default() -> Profile:
         # for 32 px (the 1024 px FFHQ setting, 10, left blobs), no path-length term, the paper's LPIPS
         # term (AlexNet backbone, offline via repro.perceptual) beside L1, EMA with a ramp-up.
         # Three training seeds of each stylex model; the trained networks are shipped (repro.weights).
-        stylex=StylExConfig(channels=64, batch_size=16, iterations=3000,
+        # A 2-layer mapping network (stylegan2-ada's CIFAR preset) for the sampled modes: 8 layers of
+        # 512 are 8.4 MB, twice a stylex generator + encoder, which the shipped weights can't afford.
+        stylex=StylExConfig(channels=64, batch_size=16, iterations=3000, mapping_layers=2,
                             losses=LossWeights(lpips=0.5, lpips_net="alex", img_l1=1.0, r1_gamma=0.2, pl_weight=0.0)),
         seeds=[0, 1, 2],
         # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~990 renders/s at

@@ -185,6 +185,28 @@ def explanation_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str,
     return rows
 
 
+def groundtruth_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """AttFind's ground-truth measures of one :func:`repro.groundtruth.evaluate` result:
+    ``precision_at_<k>``, the mean ``purity`` of its top-k coordinates, ``spurious_exposed`` (0/1)."""
+    att = result["methods"]["attfind"]
+    coords = att["coords"]
+    return {f"precision_at_{result['k']}": float(att["precision_at_k"]),
+            "purity": statistics.fmean(c["purity"] for c in coords) if coords else None,
+            "spurious_exposed": float(bool(att["spurious_exposed"]))}
+
+
+def groundtruth_summary(primary: Mapping[tuple[str, str], Mapping[str, Any]],
+                        other_seeds: Mapping[tuple[str, int], Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """fidelity.json's ground-truth part per ``<task>/<mode>``, mean ± std over the stylex seeds."""
+    out = {}
+    for (task, mode), result in primary.items():
+        records = [groundtruth_record(result)]
+        if mode == "stylex":
+            records += [groundtruth_record(r) for (t, _), r in sorted(other_seeds.items()) if t == task]
+        out[f"{task}/{mode}"] = {**mean_std(records), "groundtruth_seeds": len(records)}
+    return out
+
+
 def verdicts(record: Mapping[str, Any]) -> dict[str, bool | None]:
     """Each target of ``TARGETS`` against a fidelity.json model record (None where not measured)."""
     att = (record.get("methods") or {}).get("attfind") or {}

@@ -61,6 +61,12 @@ FINAL = "model.pt"
 ARCH_KEYS = ("mode", "resolution", "channels", "latent_dim", "mapping_layers")
 
 
+def arch_keys(mode: str) -> tuple[str, ...]:
+    """The ARCH_KEYS that shape a model of ``mode``: a stylex model has no mapping network, so its
+    depth is not part of it (a stylex checkpoint loads whatever mapping_layers the profile names)."""
+    return tuple(k for k in ARCH_KEYS if not (mode == "stylex" and k == "mapping_layers"))
+
+
 class StylExModel(nn.Module):
     """The generator side of one model: generator, encoder and mapping network as its mode needs.
 
@@ -252,7 +258,8 @@ def _latest_valid_checkpoint(run_dir: Path, arch: dict[str, Any], map_location) 
     """The newest checkpoint that loads; a damaged one is reported and skipped, never trusted."""
     for path in reversed(_checkpoints(run_dir)):
         try:
-            return load_checkpoint(path, map_location=map_location, expected_config=arch, config_keys=ARCH_KEYS)
+            return load_checkpoint(path, map_location=map_location, expected_config=arch,
+                                   config_keys=arch_keys(arch["mode"]))
         except ConfigMismatch:
             raise
         except CheckpointError as err:
@@ -543,7 +550,7 @@ def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu",
     """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir / FINAL, map_location="cpu", expected_config=expected_config,
-                            config_keys=ARCH_KEYS if expected_config is not None else None)
+                            config_keys=arch_keys(expected_config["mode"]) if expected_config is not None else None)
     arch = {k: state["config"][k] for k in ARCH_KEYS}
     model = build_model(arch)
     model.load_state_dict(state["ema"])

@@ -63,3 +63,15 @@ def test_write_fidelity_merges_parts_and_records_targets(tmp_path):
     assert rec["agreement_C"] == 0.97 and rec["methods"]["attfind"]["flip_C"] == 0.85
     assert rec["verdicts"]["agreement_C"] and rec["verdicts"]["attfind_flip_C"]
     assert data["targets"] == fidelity.TARGETS
+
+
+def test_groundtruth_summary_over_stylex_seeds():
+    def gt(p, purities, exposed):
+        return {"k": 4, "methods": {"attfind": {"precision_at_k": p, "spurious_exposed": exposed,
+                                                "coords": [{"purity": x} for x in purities]}}}
+
+    out = fidelity.groundtruth_summary({("a", "stylex"): gt(1.0, [0.6, 0.4], True)},
+                                       {("a", 1): gt(0.5, [0.2, 0.2], False), ("b", 1): gt(0.0, [1.0], False)})
+    rec = out["a/stylex"]
+    assert rec["precision_at_4"] == 0.75 and rec["purity"] == pytest.approx(0.35)
+    assert rec["spurious_exposed"] == 0.5 and rec["groundtruth_seeds"] == 2 and "precision_at_4_std" in rec

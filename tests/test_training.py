@@ -123,3 +123,28 @@ def test_ddp_two_gloo_processes(data, tmp_path):
     assert (run / "model.pt").exists()
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["batch_per_process"] == 2
+
+
+def test_mapping_depth_binds_only_models_that_have_a_mapping_network(data, classifier, tmp_path):
+    from repro.checkpoint import ConfigMismatch
+
+    train_stylex("stylex", data, tiny_config(mapping_layers=8), classifier, tmp_path / "x", device="cpu", progress=False)
+    (tmp_path / "x" / "model.pt").unlink()  # resume from the checkpoint under another mapping depth
+    resumed = train_stylex("stylex", data, tiny_config(mapping_layers=2, iterations=6), classifier, tmp_path / "x",
+                           device="cpu", progress=False)
+    assert resumed.iteration == 6
+    train_stylex("stylegan2", data, tiny_config(mapping_layers=8), classifier, tmp_path / "g", device="cpu",
+                 progress=False)
+    with pytest.raises(ConfigMismatch, match="mapping_layers"):
+        train_stylex("stylegan2", data, tiny_config(mapping_layers=2), classifier, tmp_path / "g", device="cpu",
+                     progress=False)
+
+
+def test_ema_ramps_up_then_holds_the_configured_decay():
+    from repro.training import ema_beta
+
+    config = tiny_config(batch_size=16, ema_decay=0.995, ema_rampup=0.05)
+    early, late = ema_beta(config, 16 * 10), ema_beta(config, 16 * 100_000)
+    assert early < 0.5  # after 10 iterations the EMA follows the weights closely (half-life 8 images)
+    assert late == pytest.approx(0.995)
+    assert ema_beta(tiny_config(batch_size=16, ema_decay=0.995, ema_rampup=None), 16) == pytest.approx(0.995)
