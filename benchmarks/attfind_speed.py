@@ -31,8 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from repro.attfind import compute_effects, compute_effects_reference, style_range  # noqa: E402
+from repro.attfind import compute_effects, compute_effects_reference  # noqa: E402
 from repro.networks import Generator, build_classifier  # noqa: E402
+from repro.stylespace import style_range  # noqa: E402
 from repro.utils import pick_device  # noqa: E402
 
 

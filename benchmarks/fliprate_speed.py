@@ -10,7 +10,7 @@ difference of the classifier logits the two paths computed (recorded on the way,
 order; the largest logit is recorded for scale) and the number of flip / base-class decisions on
 which they disagree. It appends one JSON line to ``benchmarks/results/fliprate_speed.jsonl``.
 A measurement, not a test. The fast path folds the classifier's BatchNorm once (cached per
-classifier by ``repro.attfind._fast_classifier``); the script folds it before timing, as a
+classifier by ``repro.inference.fast_classifier``); the script folds it before timing, as a
 flip-rate curve with repeats pays it once, not per repeat. On a
 shared CPU the load average (recorded before and after) moves the numbers: compare runs under
 similar load.
@@ -45,8 +45,8 @@ import torch  # noqa: E402
 
 import repro.fliprate as fliprate  # noqa: E402
 from benchmarks.attfind_speed import add_model_args, device_name, load_average, setup_model, timed  # noqa: E402
-from repro.attfind import decode_index  # noqa: E402
 from repro.networks import Generator, InferenceSynthesis  # noqa: E402
+from repro.stylespace import decode_index  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -54,15 +54,15 @@ def record_logits(store: list[torch.Tensor]):
     """Keep every logits tensor ``_flip_matrix`` computes (both paths), in call order.
 
     ``repro.fliprate`` returns only the decisions; to compare the two paths' outputs as numbers
-    this wraps the two classifier functions it looks up in its own namespace (``_fast_classifier``
+    this wraps the two classifier functions it looks up in its own namespace (``fast_classifier``
     for the fast path, ``classify`` for the reference path) and restores them afterwards. If
     either name is gone, nothing is recorded (the logit difference is then reported as None).
     """
-    names = ("_fast_classifier", "classify")
+    names = ("fast_classifier", "classify")
     if not all(hasattr(fliprate, n) for n in names):
         yield
         return
-    fast_orig, classify_orig = fliprate._fast_classifier, fliprate.classify
+    fast_orig, classify_orig = fliprate.fast_classifier, fliprate.classify
 
     def keep(logits: torch.Tensor) -> torch.Tensor:
         store.append(logits.detach().float())
@@ -72,12 +72,12 @@ def record_logits(store: list[torch.Tensor]):
         fn = fast_orig(classifier)
         return lambda img: keep(fn(img))
 
-    fliprate._fast_classifier = fast_wrapped
+    fliprate.fast_classifier = fast_wrapped
     fliprate.classify = lambda classifier, img: keep(classify_orig(classifier, img))
     try:
         yield
     finally:
-        fliprate._fast_classifier, fliprate.classify = fast_orig, classify_orig
+        fliprate.fast_classifier, fliprate.classify = fast_orig, classify_orig
 
 
 def random_coords(style_dims: list[int], k: int, min_layer: int, seed: int) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ The algorithm has two halves with very different costs:
 
 1. **Effects** (expensive, :func:`compute_effects`): for every image ``n``, every StyleSpace
    coordinate ``i`` and both directions ``d`` (0: to the coordinate's minimum over the images,
-   1: to its maximum), render the image with ``s_i <- s_i + shift * (target - s_i)``, classify it
+   1: to its maximum), render the image with the edit rule ``s_i <- s_i + shift * (target - s_i)``
+   (:func:`repro.stylespace.edit_values`, targets from :func:`repro.stylespace.style_range`), classify it
    and record the change of both logits. That is ``N x 2S`` renders. The fast path takes the
    synthesis state at the input of layer ``l`` once per image and resumes from it for all the
    edits of layer ``l`` in large batches, so the early layers are never recomputed, the edited
@@ -19,7 +20,7 @@ The algorithm has two halves with very different costs:
 Every render uses the fixed per-image noise it is given; images are clamped to [-1, 1] before
 the classifier, as the authors' ``call_synthesis`` does.
 
-Typical use::
+Typical use (``style_range`` and ``flatten_styles`` from :mod:`repro.stylespace`)::
 
     conv, rgb = G.styles(w)
     smin, smax = style_range(flatten_styles(conv))
@@ -30,24 +31,23 @@ Typical use::
 from __future__ import annotations
 
 import dataclasses
-import math
-import warnings
-import weakref
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from repro.inference import classify, eval_mode, fast_classifier, prepare_inputs
 from repro.networks import Generator, InferenceSynthesis
+from repro.stylespace import Attributes, check_range, decode_index, decode_indices, edit_targets, edit_values
 from repro.utils import progress_enabled, tqdm
 
 VARIANTS = ("two-class", "one-vs-all", "image-fraction")
 
 # check(effect [N, 2, S, 2] after the unstable filter, class_index, index, image_indices) -> keep?
+# A veto on coordinates during selection (the authors' notebook had a discriminator filter here).
 CoordinateCheck = Callable[[np.ndarray, int, int, np.ndarray], bool]
 
 
@@ -71,9 +71,11 @@ class AttFindConfig:
             ``find_significant_styles_image_fraction``); see :func:`run_attfind`.
         min_changed_images_fraction: ``image-fraction`` only: a coordinate must move at least this
             fraction of the images by more than ``effect_threshold``.
-        discriminator_threshold: if set, reject a coordinate whose edit moves the discriminator's
-            output by more than this (the notebook used 0.2); needs a check, see
-            :func:`make_discriminator_check`.
+        discriminator_threshold: the authors' notebook could reject a coordinate whose edit moves
+            the discriminator's output by more than this (it used 0.2; no cell of it turns the filter
+            on). This package ships no such filter: when set, :func:`run_attfind` requires a
+            ``check`` (a :data:`CoordinateCheck` the caller writes) and the value is recorded in
+            the results' config.
     """
 
     num_indices: int = 8
@@ -118,88 +120,6 @@ def get_preset(name: str) -> AttFindConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-@dataclass
-class Attributes:
-    """A ranked list of StyleSpace edits, the common output of AttFind and the baselines.
-
-    Convention: ``coords[r] = (direction, index)`` moves an image from class 1 towards class 0
-    (direction 0: set the coordinate to its minimum, 1: to its maximum); to move class 0 towards
-    class 1 apply ``1 - direction``. The flip rate relies on this.
-
-    Parameters:
-        method: ``attfind``, ``wu`` or ``random`` (free text for others).
-        coords: ranked ``(direction, flat StyleSpace index)`` pairs, best first.
-        scores: the ranking score of each pair (AttFind two-class: mean(effect[:, d, i, 0]) +
-            mean(effect[:, 1-d, i, 1]) over all images; see each method's docstring).
-        mean_effect: per pair ``(e0, e1)``: e0 = mean over all images of the class-0 logit change
-            when applying ``d``, e1 = that of the class-1 logit when applying ``1 - d``; so each
-            is the mean effect on one class's logit of moving towards that class. None if unknown.
-        layers / channels: the conv layer and channel of each index (None if unknown).
-        config: the settings that produced the list.
-        details: method-specific extras (per-class selections, unstable images, ...).
-    """
-
-    method: str
-    coords: list[tuple[int, int]]
-    scores: list[float]
-    mean_effect: list[tuple[float, float]] | None = None
-    layers: list[int] | None = None
-    channels: list[int] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.coords = [(int(d), int(i)) for d, i in self.coords]
-        if len(self.scores) != len(self.coords):
-            raise ValueError(f"{len(self.coords)} coords but {len(self.scores)} scores")
-        for name in ("mean_effect", "layers", "channels"):
-            value = getattr(self, name)
-            if value is not None and len(value) != len(self.coords):
-                raise ValueError(f"{name} has {len(value)} entries for {len(self.coords)} coords")
-
-    def __len__(self) -> int:
-        return len(self.coords)
-
-    @property
-    def directions(self) -> list[int]:
-        return [d for d, _ in self.coords]
-
-    @property
-    def indices(self) -> list[int]:
-        return [i for _, i in self.coords]
-
-    def top(self, k: int) -> list[tuple[int, int]]:
-        return self.coords[:k]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "coords": [[d, i] for d, i in self.coords],
-            "scores": [_finite_or_none(s) for s in self.scores],
-            "mean_effect": None if self.mean_effect is None else [[_finite_or_none(a), _finite_or_none(b)]
-                                                                  for a, b in self.mean_effect],
-            "layers": self.layers,
-            "channels": self.channels,
-            "config": self.config,
-            "details": self.details,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Attributes":
-        mean_effect = data.get("mean_effect")
-        return cls(
-            method=data["method"],
-            coords=[(int(d), int(i)) for d, i in data["coords"]],
-            scores=[math.nan if s is None else float(s) for s in data["scores"]],
-            mean_effect=None if mean_effect is None else [
-                (math.nan if a is None else float(a), math.nan if b is None else float(b)) for a, b in mean_effect],
-            layers=data.get("layers"),
-            channels=data.get("channels"),
-            config=dict(data.get("config") or {}),
-            details=dict(data.get("details") or {}),
-        )
-
 
 @dataclass
 class EffectResult:
@@ -264,86 +184,6 @@ class EffectResult:
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
-def style_range(conv_styles_flat: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-coordinate (min, max) over images of [N, S] styles (a per-layer list is flattened first)."""
-    flat = torch.cat(list(conv_styles_flat), 1) if isinstance(conv_styles_flat, (list, tuple)) else conv_styles_flat
-    if flat.ndim != 2:
-        raise ValueError(f"expected [N, S] styles, got {tuple(flat.shape)}")
-    return flat.min(0).values, flat.max(0).values
-
-
-def decode_index(flat_index: int, style_dims: Sequence[int]) -> tuple[int, int]:
-    """Flat StyleSpace index -> (conv layer, channel)."""
-    bounds = np.cumsum([0, *style_dims])
-    if not 0 <= flat_index < bounds[-1]:
-        raise IndexError(f"style index {flat_index} outside [0, {bounds[-1]})")
-    layer = int(np.searchsorted(bounds, flat_index, side="right") - 1)
-    return layer, int(flat_index - bounds[layer])
-
-
-def _finite_or_none(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    for b in module.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Put modules in eval mode for the block (BatchNorm must not see edit batches), then restore."""
-    previous = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, was in zip(modules, previous):
-            m.train(was)
-
-
-def classify(classifier: nn.Module, img: torch.Tensor) -> torch.Tensor:
-    """float32 logits of images clamped to [-1, 1] (as the authors' synthesis output is)."""
-    return classifier(img.clamp(-1.0, 1.0).contiguous()).float()
-
-
-_FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Callable]]" = weakref.WeakKeyDictionary()
-
-
-def _fast_classifier(classifier: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:func:`classify`, faster: an inference copy of the (eval-mode) classifier with BatchNorm
-    folded into the convolutions (``torch.fx``) and channels_last weights and inputs. Falls back
-    to the classifier as it is, with a warning, when it cannot be traced.
-
-    The folded copy is cached per classifier and rebuilt when any of its parameters or buffers
-    changed since (their in-place version counters, data pointers and devices are compared):
-    folding costs a fraction of a second, which flip-rate repeats would otherwise pay each time.
-    """
-    from torch.fx.experimental.optimization import fuse
-
-    tensors = [*classifier.parameters(), *classifier.buffers()]
-    stamp = tuple((t._version, t.data_ptr(), str(t.device)) for t in tensors)
-    cached = _FOLDED.get(classifier)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    try:
-        fused = fuse(classifier).to(memory_format=torch.channels_last)
-    except Exception as err:  # fx raises many types on untraceable models
-        warnings.warn(f"could not fold the classifier's BatchNorm with torch.fx ({err!r}); using it as it is")
-        return lambda img: classify(classifier, img)
-
-    def run(img: torch.Tensor) -> torch.Tensor:
-        return fused(img.clamp(-1.0, 1.0).contiguous(memory_format=torch.channels_last)).float()
-
-    _FOLDED[classifier] = (stamp, run)
-    return run
-
-
 # Largest generator activation per pass on CPU: cache-friendly, and below glibc's 32 MiB mmap
 # threshold, above which each new tensor is mapped (and page-faulted in) afresh.
 _CPU_PASS_BYTES = 8 * 2 ** 20
@@ -362,26 +202,6 @@ def _slices(total: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def _prepare_inputs(G: nn.Module, conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
-                    noise: Sequence[torch.Tensor] | None) -> tuple[list[torch.Tensor], list[torch.Tensor],
-                                                                  list[torch.Tensor], torch.device]:
-    device = _device_of(G)
-    conv = [c.to(device) for c in conv_styles]
-    rgb = [r.to(device) for r in rgb_styles]
-    n = conv[0].shape[0]
-    if any(c.ndim != 2 or c.shape[0] != n for c in conv):
-        raise ValueError(f"conv styles must be [N, C_l] with one N, got {[tuple(c.shape) for c in conv]}")
-    if hasattr(G, "style_dims") and [c.shape[1] for c in conv] != list(G.style_dims):
-        raise ValueError(f"conv styles have dims {[c.shape[1] for c in conv]}, the generator {list(G.style_dims)}")
-    if noise is None:
-        noise_t = [t.to(device) for t in G.zero_noise(n, device=device)]
-    else:
-        noise_t = [t.to(device) for t in noise]
-        if any(t.shape[0] != n for t in noise_t):
-            raise ValueError(f"need one fixed noise per image ({n}); got batch sizes {[t.shape[0] for t in noise_t]}")
-    return conv, rgb, noise_t, device
-
-
 def _coordinate_mask(coords: Iterable[int] | None, num_styles: int) -> torch.Tensor:
     mask = torch.zeros(num_styles, dtype=torch.bool)
     if coords is None:
@@ -392,15 +212,6 @@ def _coordinate_mask(coords: Iterable[int] | None, num_styles: int) -> torch.Ten
             raise IndexError(f"coords must lie in [0, {num_styles})")
         mask[idx] = True
     return mask
-
-
-def _flat_targets(style_min: torch.Tensor, style_max: torch.Tensor, num_styles: int,
-                  device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    smin = torch.as_tensor(style_min).reshape(-1).to(device, dtype)
-    smax = torch.as_tensor(style_max).reshape(-1).to(device, dtype)
-    if smin.numel() != num_styles or smax.numel() != num_styles:
-        raise ValueError(f"style_min/style_max must have S = {num_styles} entries, got {smin.numel()} and {smax.numel()}")
-    return smin, smax
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,7 +229,7 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
         classifier: images in [-1, 1] -> logits [B, 2].
         conv_styles / rgb_styles: per layer [N, C_l] styles of the N images (``G.styles(w)``).
         noise: per conv layer [N, ...] fixed noise, one per image (None: zero noise).
-        style_min / style_max: [S] edit targets (usually :func:`style_range` of these images).
+        style_min / style_max: [S] edit targets (usually :func:`repro.stylespace.style_range` of these images).
         shift_size: s_i <- s_i + shift_size * (target - s_i).
         batch_size: renders per classifier call; the generator renders them in passes of at
             most this many rows (fewer on CPU, see :func:`_rows_per_pass`).
@@ -431,7 +242,7 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
 
     How: renders go through :class:`repro.networks.InferenceSynthesis` (one shared-weight conv
     per layer over the whole batch instead of a grouped conv with a weight per image) and the
-    classifier through an inference copy (:func:`_fast_classifier`). For a chunk of images one
+    classifier through an inference copy (:func:`repro.inference.fast_classifier`). For a chunk of images one
     render records the synthesis state at the input of every conv layer; an edit of layer ``l``
     leaves layers < l untouched, so its render resumes from that state, and the edited layer
     itself costs no convolution per edit (``InferenceSynthesis.render_edits``): only layers > l
@@ -443,12 +254,12 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(G, Generator):
         raise TypeError(f"compute_effects needs a repro.networks.Generator, got {type(G).__name__}")
-    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    conv, rgb, noise_t, device = prepare_inputs(G, conv_styles, rgb_styles, noise)
     n_images = conv[0].shape[0]
     dims = [c.shape[1] for c in conv]
     num_styles = sum(dims)
     offsets = np.cumsum([0, *dims])
-    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
+    smin, smax = check_range(style_min, style_max, num_styles, device, conv[0].dtype)
     computed = _coordinate_mask(coords, num_styles)
     layer_channels = [torch.nonzero(computed[offsets[l]:offsets[l + 1]]).flatten().to(device)
                       for l in range(len(dims))]
@@ -460,9 +271,9 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
     base_logits = torch.zeros(n_images, 2, device=device)
     bar = tqdm(total=n_images * len(dims), desc="AttFind effects", unit="img-layer",
                enabled=progress_enabled(progress))
-    with _eval_mode(G, classifier), torch.inference_mode():
+    with eval_mode(G, classifier), torch.inference_mode():
         synthesis = InferenceSynthesis(G)
-        classify_fast = _fast_classifier(classifier)
+        classify_fast = fast_classifier(classifier)
         base_images = torch.cat([synthesis.synthesis([c[part] for c in conv], [r[part] for r in rgb],
                                                      [t[part] for t in noise_t])
                                  for part in _slices(n_images, rows_per_pass)])
@@ -482,8 +293,7 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
                 channel = channels.repeat(2 * n)
                 flat = channel + int(offsets[layer])
                 current = conv_c[layer][image, channel]
-                target = torch.where(direction == 0, smin[flat], smax[flat])
-                value = current + shift_size * (target - current)
+                value = edit_values(current, edit_targets(direction, flat, smin, smax), shift_size)
                 # a null edit (the image holds the target already: with style_range targets, one
                 # image per coordinate and direction) renders the base image; its effect stays 0
                 moved = value != current
@@ -511,11 +321,11 @@ def compute_effects_reference(G: nn.Module, classifier: nn.Module, conv_styles: 
     ``batch_size`` is accepted for signature compatibility and ignored.
     """
     del batch_size
-    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    conv, rgb, noise_t, device = prepare_inputs(G, conv_styles, rgb_styles, noise)
     n_images = conv[0].shape[0]
     dims = [c.shape[1] for c in conv]
     num_styles = sum(dims)
-    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
+    smin, smax = check_range(style_min, style_max, num_styles, device, conv[0].dtype)
     computed = _coordinate_mask(coords, num_styles)
     flat_indices = torch.nonzero(computed).flatten().tolist()
 
@@ -523,7 +333,7 @@ def compute_effects_reference(G: nn.Module, classifier: nn.Module, conv_styles: 
     base_logits = torch.zeros(n_images, 2)
     bar = tqdm(total=n_images * len(flat_indices), desc="AttFind effects (reference)", unit="coord",
                enabled=progress_enabled(progress))
-    with _eval_mode(G, classifier), torch.inference_mode():
+    with eval_mode(G, classifier), torch.inference_mode():
         for n in range(n_images):
             conv_n, rgb_n = [c[n:n + 1] for c in conv], [r[n:n + 1] for r in rgb]
             noise_n = [t[n:n + 1] for t in noise_t]
@@ -531,10 +341,11 @@ def compute_effects_reference(G: nn.Module, classifier: nn.Module, conv_styles: 
             base_logits[n] = base.cpu()
             for flat in flat_indices:
                 layer, channel = decode_index(flat, dims)
-                for direction, target in ((0, smin[flat]), (1, smax[flat])):
+                for direction in (0, 1):
                     styles = [c.clone() for c in conv_n]
                     current = styles[layer][0, channel]
-                    styles[layer][0, channel] = current + shift_size * (target - current)
+                    styles[layer][0, channel] = edit_values(current, edit_targets(direction, flat, smin, smax),
+                                                            shift_size)
                     logits = classify(classifier, G.synthesis(styles, rgb_n, noise_n))[0]
                     effect[n, direction, flat] = (logits - base).cpu()
                 bar.update(1)
@@ -668,7 +479,7 @@ def select_class(effect: torch.Tensor | np.ndarray, base_logits: torch.Tensor | 
     effect is still below ``config.image_effect_cap`` is taken, its column is added to every
     image's accumulated effect and zeroed. A flat pick ``p`` decodes as (direction = p // S,
     index = p % S). The ``image-fraction`` variant swaps in :func:`_image_fraction`. Pass the
-    effect after :func:`filter_unstable`. ``check`` (e.g. :func:`make_discriminator_check`)
+    effect after :func:`filter_unstable`. ``check`` (a :data:`CoordinateCheck`)
     can veto a coordinate.
     """
     eff = _as_numpy(effect)
@@ -715,12 +526,14 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
             as a drop-in for the greedy, though no cell calls it) used per class in place of the
             greedy, then combined and scored as two-class.
 
-    The discriminator filter is on when ``config.discriminator_threshold`` is set; pass the
-    ``check`` made by :func:`make_discriminator_check` with that threshold.
+    ``check`` (a :data:`CoordinateCheck`, e.g. a discriminator filter as in the authors' notebook,
+    which this package does not ship) can veto coordinates; it is required when
+    ``config.discriminator_threshold`` is set.
     """
     config = config or AttFindConfig()
     if config.discriminator_threshold is not None and check is None:
-        raise ValueError("config.discriminator_threshold is set: pass check=make_discriminator_check(...)")
+        raise ValueError("config.discriminator_threshold is set: pass check=, a CoordinateCheck that applies "
+                         "the discriminator filter with that threshold (none is built in)")
     _check_num_indices(config, int(effect_result.effect.shape[2]))  # before any work
     effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, config.unstable_max_count)
     base = _as_numpy(effect_result.base_logits)
@@ -743,73 +556,5 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
     mean_effect = [(float(effect[:, d, i, 0].mean()), float(effect[:, 1 - d, i, 1].mean())) for d, i in pairs]
     layers = channels = None
     if effect_result.style_dims is not None:
-        decoded = [decode_index(i, effect_result.style_dims) for _, i in pairs]
-        layers, channels = [l for l, _ in decoded], [c for _, c in decoded]
+        layers, channels = decode_indices(pairs, effect_result.style_dims)
     return Attributes("attfind", pairs, scores, mean_effect, layers, channels, config.to_dict(), details)
-
-
-# ---------------------------------------------------------------------------------------------
-# Optional discriminator filter
-
-def discriminator_filter(G: nn.Module, classifier: nn.Module, D: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                         conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
-                         noise: Sequence[torch.Tensor] | None, effect: torch.Tensor | np.ndarray, index: int,
-                         style_min: torch.Tensor, style_max: torch.Tensor, class_index: int, *,
-                         image_indices: np.ndarray | None = None, num_images: int = 10, threshold: float = 0.2,
-                         shift_size: float = 2.0, effect_threshold: float = 0.2,
-                         cond_probs: torch.Tensor | None = None) -> bool:
-    """False if editing coordinate ``index`` changes the discriminator's output by more than ``threshold``.
-
-    The notebook's ``discriminator_filter``: for each direction, take (up to ``num_images``) the
-    images among ``image_indices`` whose class-``class_index`` logit rose by more than
-    ``effect_threshold`` (0.2, fixed in the notebook), render them before and after the edit
-    s_i <- s_i + ``shift_size`` * (target - s_i) (shift 2 in the notebook), and compare
-    ``D(image, probs)``: before with ``cond_probs`` (the probabilities the w vectors were
-    conditioned on; default: the classifier's softmax of the base render), after with the
-    classifier's softmax of the edited render. Any |change| > ``threshold`` rejects the
-    coordinate. Renders use the images' fixed noise; ``D`` returns a [B] or [B, 1] logit.
-    """
-    eff = _as_numpy(effect)
-    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
-    rows = np.arange(eff.shape[0]) if image_indices is None else np.asarray(image_indices)
-    num_styles = eff.shape[2]
-    smin, smax = _flat_targets(style_min, style_max, num_styles, device, conv[0].dtype)
-    layer, channel = decode_index(int(index), [c.shape[1] for c in conv])
-    with _eval_mode(G, classifier), torch.inference_mode():
-        for direction in (0, 1):
-            chosen = rows[eff[rows, direction, index, class_index] > effect_threshold][:num_images]
-            if len(chosen) == 0:
-                continue
-            idx = torch.as_tensor(chosen, dtype=torch.long, device=device)
-            conv_i, rgb_i, noise_i = [c[idx] for c in conv], [r[idx] for r in rgb], [t[idx] for t in noise_t]
-            before = G.synthesis(conv_i, rgb_i, noise_i).clamp(-1, 1)
-            edited = [c.clone() for c in conv_i]
-            target = smin[index] if direction == 0 else smax[index]
-            current = edited[layer][:, channel]
-            edited[layer][:, channel] = current + shift_size * (target - current)
-            after = G.synthesis(edited, rgb_i, noise_i).clamp(-1, 1)
-            probs_before = (torch.softmax(classify(classifier, before), 1) if cond_probs is None
-                            else cond_probs.to(device)[idx])
-            probs_after = torch.softmax(classify(classifier, after), 1)
-            d_before = D(before, probs_before).float().reshape(len(idx), -1)[:, 0]
-            d_after = D(after, probs_after).float().reshape(len(idx), -1)[:, 0]
-            if ((d_before - d_after).abs() > threshold).any():
-                return False
-    return True
-
-
-def make_discriminator_check(G: nn.Module, classifier: nn.Module, D: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                             conv_styles: Sequence[torch.Tensor], rgb_styles: Sequence[torch.Tensor],
-                             noise: Sequence[torch.Tensor] | None, style_min: torch.Tensor,
-                             style_max: torch.Tensor, *, threshold: float = 0.2,
-                             cond_probs: torch.Tensor | None = None, **kwargs: Any) -> CoordinateCheck:
-    """A ``check`` for :func:`run_attfind` / :func:`select_class` that applies :func:`discriminator_filter`.
-
-    The styles, noise and ``cond_probs`` must be those of the images the effect tensor was
-    computed on (same order). Extra keyword arguments go to :func:`discriminator_filter`.
-    """
-    def check(effect: np.ndarray, class_index: int, index: int, image_indices: np.ndarray) -> bool:
-        return discriminator_filter(G, classifier, D, conv_styles, rgb_styles, noise, effect, index,
-                                    style_min, style_max, class_index, image_indices=image_indices,
-                                    threshold=threshold, cond_probs=cond_probs, **kwargs)
-    return check

@@ -1,6 +1,6 @@
 """Figures of the attributes a method found (the report's Figures 3-6 and 9), their GIFs and effects.
 
-An *attribute* is one ``(direction, index)`` pair of a ranked :class:`repro.attfind.Attributes`
+An *attribute* is one ``(direction, index)`` pair of a ranked :class:`repro.stylespace.Attributes`
 list; the list reads "class 1 -> class 0" (see :mod:`repro.counterfactual`). Every figure here
 shows it **in both directions**: held-out images the classifier puts in class 0 are pushed
 towards class 1 (direction ``1 - d``) and images of class 1 towards class 0 (direction ``d``).
@@ -15,8 +15,8 @@ Conventions shared by every function:
 * **Originals** are unedited renders, not the real images: the only difference between an
   original and its counterfactual is the edit.
 * **Targets** of an edit are the coordinate's min / max over the AttFind images (the reference
-  set the attribute was selected on); the shift size is 1 (the coordinate is set to the target),
-  as AttFind and the flip rate use.
+  set the attribute was selected on), computed once per explanation (``Explanation.targets``);
+  the shift size is 1 (the coordinate is set to the target), as AttFind and the flip rate use.
 * **Probabilities** written on images are the classifier's softmax for the class the image is
   pushed towards ("the dogs show the classification score as cats", report Figure 4).
 """
@@ -31,11 +31,10 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 import torch
 
-from repro.attfind import Attributes, decode_index, style_range
-from repro.counterfactual import class_probability, edit_render, save_gif, sweep_frames, toward_class
+from repro.counterfactual import class_probability, edit_render, save_gif, sweep_frames
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
-from repro.networks import flatten_styles
+from repro.stylespace import Attributes, decode_index, toward_class
 
 T = TypeVar("T")
 
@@ -106,12 +105,6 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def reference_range(explanation: Explanation) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-coordinate (min, max) of the StyleSpace over the AttFind images: the edit targets."""
-    conv, _ = explanation.attfind_set.styles(explanation.model)
-    return style_range(flatten_styles(conv))
-
-
 def _attributes(explanation: Explanation, attributes: Attributes | str) -> Attributes:
     return explanation.attributes[attributes] if isinstance(attributes, str) else attributes
 
@@ -160,7 +153,7 @@ def counterfactuals(explanation: Explanation, edit: tuple[int, int], choice: Ima
     """Originals and edits of ``choice``: each image pushed towards the other class by ``edit``.
 
     ``edit`` is an attribute in the list's "class 1 -> class 0" convention; images of base
-    class 0 get its opposite direction (:func:`repro.counterfactual.toward_class`).
+    class 0 get its opposite direction (:func:`repro.stylespace.toward_class`).
     """
     model, clf = explanation.model, explanation.classifier
     n = len(choice.indices)
@@ -227,7 +220,7 @@ def attribute_panel(explanation: Explanation, attributes: Attributes | str, rank
     if not 0 <= rank < len(attrs):
         raise IndexError(f"rank {rank} outside the {len(attrs)} attributes of {attrs.method}")
     choice = choice or choose_images(explanation, n_images)
-    smin, smax = targets or reference_range(explanation)
+    smin, smax = targets or explanation.targets
     cf = counterfactuals(explanation, attrs.coords[rank], choice, smin, smax)
     if fig is None:
         fig = plt.figure(figsize=panel_size(len(choice.indices)), dpi=DPI)
@@ -266,7 +259,7 @@ def plot_attributes(explanation: Explanation, method: str, path: str | Path, *, 
     cols = min(cols, top)
     rows = -(-top // cols)
     choice = choose_images(explanation, n_images)
-    ranges = reference_range(explanation)
+    ranges = explanation.targets
     w, h = panel_size(len(choice.indices))
     fig = plt.figure(figsize=(w * cols, h * rows + 0.3), dpi=DPI)
     task, mode = explanation.results.get("task", ""), explanation.results.get("mode", "")
@@ -295,7 +288,7 @@ def plot_effects(explanations_by_model: Mapping[str, Explanation], path: str | P
                  methods: Sequence[str] = ("attfind", "wu")):
     """Per model, the effect on the classifier of each of the top attributes, one bar per method.
 
-    The bar is ``e0 + e1`` of :attr:`repro.attfind.Attributes.mean_effect`: the mean change of the
+    The bar is ``e0 + e1`` of :attr:`repro.stylespace.Attributes.mean_effect`: the mean change of the
     class-0 logit when the attribute is applied towards class 0, plus that of the class-1 logit
     when applied towards class 1, over the AttFind images (AttFind's ranking score). Attributes
     with no recorded effect are left empty.
@@ -368,7 +361,7 @@ def attribute_gifs(explanation: Explanation, method: str, out_dir: str | Path, *
     """
     attrs = explanation.attributes[method]
     choice = choose_images(explanation, n_images)
-    smin, smax = reference_range(explanation)
+    smin, smax = explanation.targets
     paths = []
     for rank in range(min(top, len(attrs))):
         frames = attribute_frames(explanation, attrs.coords[rank], choice, smin, smax, steps)
@@ -385,4 +378,4 @@ def folder_size(path: str | Path) -> tuple[int, int]:
 
 __all__ = ["ImageChoice", "Counterfactuals", "attribute_gifs", "attribute_label", "attribute_panel",
            "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name", "layer_channel",
-           "method_name", "panel_size", "plot_attributes", "plot_effects", "reference_range"]
+           "method_name", "panel_size", "plot_attributes", "plot_effects"]

@@ -1,6 +1,6 @@
 """Baselines for the flip-rate comparison: Wu et al.'s StyleSpace ranking and a random floor.
 
-Both return :class:`repro.attfind.Attributes` in AttFind's convention: ``(direction, index)``
+Both return :class:`repro.stylespace.Attributes` in AttFind's convention: ``(direction, index)``
 pairs that move an image from class 1 towards class 0 (direction 0: the coordinate's minimum,
 1: its maximum), so :func:`repro.fliprate.flip_rate` treats every method the same way.
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from repro.attfind import Attributes, decode_index
+from repro.stylespace import Attributes, decode_indices
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -76,10 +76,7 @@ def wu_attributes(conv_styles_flat: torch.Tensor | np.ndarray, probs: torch.Tens
     wu_direction = [int(mean_d[i] > 0) for i in order]
     directions = wu_direction if target_class == 0 else [1 - x for x in wu_direction]
     coords = [(dir_, int(i)) for dir_, i in zip(directions, order)]
-    layers = channels = None
-    if style_dims is not None:
-        decoded = [decode_index(i, style_dims) for _, i in coords]
-        layers, channels = [l for l, _ in decoded], [c for _, c in decoded]
+    layers, channels = decode_indices(coords, style_dims) if style_dims is not None else (None, None)
     return Attributes(
         method="wu", coords=coords, scores=[float(relevance[i]) for i in order],
         mean_effect=None if effect is None else mean_effects(effect, coords),
@@ -102,10 +99,7 @@ def random_attributes(num_styles: int, k: int, seed: int, *, style_dims: Sequenc
     indices = rng.choice(num_styles, size=k, replace=False)
     directions = rng.integers(0, 2, size=k)
     coords = [(int(d), int(i)) for d, i in zip(directions, indices)]
-    layers = channels = None
-    if style_dims is not None:
-        decoded = [decode_index(i, style_dims) for _, i in coords]
-        layers, channels = [l for l, _ in decoded], [c for _, c in decoded]
+    layers, channels = decode_indices(coords, style_dims) if style_dims is not None else (None, None)
     return Attributes("random", coords, [0.0] * k, None, layers, channels,
                       {"num_styles": num_styles, "k": k, "seed": seed})
 

@@ -1,9 +1,11 @@
 """Counterfactuals: render images with StyleSpace coordinates moved, as pictures and GIFs.
 
-An edit is a ``(direction, index)`` pair of an attribute list (``repro.attfind.Attributes``):
+An edit is a ``(direction, index)`` pair of an attribute list (``repro.stylespace.Attributes``):
 direction 0 moves coordinate ``index`` towards its minimum over the reference images, 1 towards
-its maximum. ``amount`` is the shift size: s_i <- s_i + amount * (target_i - s_i); amount 1
-sets the coordinate to the target, as AttFind and the flip rate do.
+its maximum. ``amount`` is the shift size of the edit rule (:func:`repro.stylespace.edit_values`):
+s_i <- s_i + amount * (target_i - s_i); amount 1 sets the coordinate to the target, as AttFind
+and the flip rate do. :func:`repro.stylespace.toward_class` turns an edit of a "class 1 -> class 0"
+list into the one that pushes an image of a given class to the other.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from repro.evaluation import Latents
 from repro.figures import as_hwc_uint8
-from repro.networks import edit_styles, flatten_styles
+from repro.stylespace import apply_edits
 from repro.training import StylExModel
 
 
@@ -26,12 +28,7 @@ def edit_render(model: StylExModel, lat: Latents, edits: Sequence[tuple[int, int
                 style_min: torch.Tensor, style_max: torch.Tensor) -> torch.Tensor:
     """Images [N, 3, R, R] of ``lat`` with every edit of ``edits`` applied by ``amount``."""
     conv, rgb = lat.styles(model)
-    if edits:
-        flat = flatten_styles(conv)
-        idx = [i for _, i in edits]
-        targets = torch.stack([(style_max if d == 1 else style_min)[i] for d, i in edits]).to(flat.device)
-        values = flat[:, idx] + amount * (targets - flat[:, idx])
-        conv = edit_styles(conv, idx, values)
+    conv = apply_edits(conv, edits, amount, style_min, style_max)
     return model.generator.synthesis(conv, rgb, lat.noise).clamp(-1, 1)
 
 
@@ -39,12 +36,6 @@ def edit_render(model: StylExModel, lat: Latents, edits: Sequence[tuple[int, int
 def class_probability(classifier: torch.nn.Module, images: torch.Tensor, cls: int = 1) -> torch.Tensor:
     """softmax C(x)[:, cls] of float images in [-1, 1]."""
     return F.softmax(classifier(images.clamp(-1, 1)), dim=1)[:, cls].cpu()
-
-
-def toward_class(edit: tuple[int, int], base_class: int) -> tuple[int, int]:
-    """The edit that pushes an image of ``base_class`` to the other class (lists read 1 -> 0)."""
-    d, i = edit
-    return (d, i) if base_class == 1 else (1 - d, i)
 
 
 def sweep_frames(model: StylExModel, lat: Latents, edit: tuple[int, int], style_min: torch.Tensor,

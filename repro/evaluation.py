@@ -8,8 +8,8 @@ vector, its StyleSpace styles and its noise. StylEx models encode held-out real 
 (w = [E(x), softmax C(x)]); a plain StyleGAN2 has no encoder, so its "images" are samples
 w = mapping(z) from a seeded z.
 
-Every classifier decision on a render goes through :func:`classify_images` (images clamped to
-[-1, 1], as AttFind and the flip rate see them, and as a figure shows them).
+Every classifier decision on a render goes through :func:`repro.inference.classify_images` (images
+clamped to [-1, 1], as AttFind and the flip rate see them, and as a figure shows them).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repro.data import ImageSet
+from repro.inference import classify_images
 from repro.training import StylExModel, classifier_probs
 
 
@@ -95,17 +96,6 @@ def render(model: StylExModel, lat: Latents, batch_size: int = 256) -> torch.Ten
         sl = slice(start, start + batch_size)
         out.append(model.generator(lat.w[sl], [t[sl] for t in lat.noise]))
     return torch.cat(out)
-
-
-@torch.inference_mode()
-def classify_images(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """float32 logits [N, 2] of float images, batched, each image clamped to [-1, 1] first
-    (:func:`repro.attfind.classify`, the rule AttFind and the flip rate use), in eval mode."""
-    from repro.attfind import _eval_mode, classify
-
-    with _eval_mode(classifier):
-        out = [classify(classifier, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, 2)
 
 
 @torch.inference_mode()

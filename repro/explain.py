@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from repro.attfind import Attributes, EffectResult, compute_effects, get_preset, run_attfind, style_range
+from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind
 from repro.baselines import mean_effects, random_attributes, wu_attributes
 from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
@@ -40,9 +40,9 @@ from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents, render
 from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
-from repro.networks import flatten_styles
 from repro.observer import (TOP_SINGLE, load_observer, missing_observer_note, observer_dir, reconstruction_scores,
                             single_attribute_edits, validity_curve, validity_summary)
+from repro.stylespace import Attributes, flatten_styles, style_range
 from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
@@ -61,6 +61,11 @@ class Explanation:
         attfind_set / eval_set: the AttFind and held-out images as latents with fixed noise.
         attributes: per method, its ranked list.
         results: the contents of ``explain.json``.
+        targets: the edit targets ``(style_min, style_max)``, [S] each: every StyleSpace
+            coordinate's min / max over the AttFind images (:func:`repro.stylespace.style_range`),
+            the targets of direction 0 and 1 for AttFind and for every figure, GIF, explorer and
+            user-study edit of this explanation. ``explain_model`` passes the ones AttFind used;
+            left out (None), they are computed from ``attfind_set`` on construction.
     """
 
     model: StylExModel
@@ -69,6 +74,11 @@ class Explanation:
     eval_set: Latents
     attributes: dict[str, Attributes]
     results: dict[str, Any]
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = style_range(flatten_styles(self.attfind_set.styles(self.model)[0]))
 
 
 def _fingerprint(*files: Path) -> str:
@@ -221,4 +231,4 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         "methods": methods,
     }
     save_results(run_dir / RESULTS, results)
-    return Explanation(model, classifier, found, held_out, attrs, load_results(run_dir / RESULTS))
+    return Explanation(model, classifier, found, held_out, attrs, load_results(run_dir / RESULTS), (smin, smax))

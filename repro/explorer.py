@@ -8,7 +8,8 @@ top attribute, and see the counterfactual and the classifier's probability updat
 coordinate ``i`` by the shift size ``|a|`` towards a target: for ``a > 0`` the target of the
 list's own direction ``d`` (the way AttFind found to move images towards **class 0**), for
 ``a < 0`` the opposite one (towards **class 1**):
-``s_i <- s_i + |a| * (target - s_i)``, target = min or max of ``s_i`` over the AttFind images.
+``s_i <- s_i + |a| * (target - s_i)`` (:func:`repro.stylespace.apply_edits`), target = min or max of
+``s_i`` over the AttFind images (the explanation's ``targets``).
 ``a = 0`` leaves the coordinate alone, and with every slider at 0 the picture is exactly the
 unedited render. Sliders edit their coordinates together.
 
@@ -32,12 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repro.attfind import Attributes
-from repro.attribute_figures import choose_images, layer_channel, one_thread, reference_range
+from repro.attribute_figures import choose_images, layer_channel, one_thread
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
-from repro.networks import edit_styles, flatten_styles
+from repro.stylespace import Attributes, apply_edits
 from repro.training import StylExModel
 
 
@@ -51,16 +51,8 @@ def render_signed(model: StylExModel, lat: Latents, coords: Sequence[tuple[int, 
     if len(coords) != len(values):
         raise ValueError(f"{len(coords)} attributes but {len(values)} slider values")
     conv, rgb = lat.styles(model)
-    idx, new = [], []
-    flat = flatten_styles(conv)
-    for (d, i), a in zip(coords, values):
-        if a == 0:
-            continue
-        target = (style_max if (d == 1) == (a > 0) else style_min)[i].to(flat.device)
-        idx.append(i)
-        new.append(flat[:, i] + abs(float(a)) * (target - flat[:, i]))
-    if idx:
-        conv = edit_styles(conv, idx, torch.stack(new, 1))
+    moved = [(d if a > 0 else 1 - d, i, abs(float(a))) for (d, i), a in zip(coords, values) if a != 0]
+    conv = apply_edits(conv, [(d, i) for d, i, _ in moved], [a for _, _, a in moved], style_min, style_max)
     return model.generator.synthesis(conv, rgb, lat.noise).clamp(-1, 1)
 
 
@@ -117,7 +109,7 @@ class Explorer:
         self.coords = self.attributes.top(top)
         self.class_names = tuple(class_names)
         self.scale, self.noise_seed = scale, noise_seed
-        self.style_min, self.style_max = reference_range(explanation)
+        self.style_min, self.style_max = explanation.targets
         self.device = next(self.model.parameters()).device
         self.resolution = int(self.model.generator.resolution)
         self.pool = explanation.eval_set.subset(slice(0, min(max_images, len(explanation.eval_set))))

@@ -1,9 +1,11 @@
 """Flip rate (spec section 7): how often editing the top-k coordinates changes the classifier's decision.
 
 For each evaluation image, b = argmax C(G(s)) (fixed noise). The top-k ``(direction, index)``
-pairs of a class-1-to-class-0 list (:class:`repro.attfind.Attributes`) are applied all at once,
-s_i <- target_i, with direction ``d`` for images of class 1 and ``1 - d`` for images of class 0
-(so every image is pushed towards the other class). The image flipped if argmax C(G(s')) != b.
+pairs of a class-1-to-class-0 list (:class:`repro.stylespace.Attributes`) are applied all at once,
+s_i <- target_i (the edit rule at amount 1, set to exactly the target:
+:func:`repro.stylespace.edit_values` with ``exact=True``), with direction ``d`` for images of
+class 1 and ``1 - d`` for images of class 0 (:func:`repro.stylespace.class_direction`: every
+image is pushed towards the other class). The image flipped if argmax C(G(s')) != b.
 Targets are the per-coordinate min / max over the evaluation images themselves, recomputed for
 each repeat as the replication did, unless given.
 
@@ -12,7 +14,7 @@ AttFind (or the baseline) did *not* use to choose its coordinates, e.g. encoding
 split or fresh seeds for a StyleGAN2 (the seed implementation drew them from the training
 loader, a known defect that inflates the numbers).
 
-Images are clamped to [-1, 1] before the classifier, as in :mod:`repro.attfind`.
+Images are clamped to [-1, 1] before the classifier (:func:`repro.inference.classify`), as in AttFind.
 
 **Beyond the classifier's decision.** Pass an :class:`EditRecorder` (``recorder=``) to any of the
 functions below and it also scores the very renders the flip rate makes: the decisions of extra
@@ -36,9 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from repro.attfind import (Attributes, _eval_mode, _fast_classifier, _prepare_inputs, classify, decode_index,
-                           style_range)
+from repro.inference import classify, eval_mode, fast_classifier, prepare_inputs
 from repro.networks import Generator, InferenceSynthesis, SynthesisState
+from repro.stylespace import (Attributes, check_range, class_direction, decode_index, edit_targets, edit_values,
+                              style_range)
 from repro.utils import progress_enabled, tqdm
 
 AttributesOrFactory = Attributes | Callable[[int], Attributes]
@@ -201,7 +204,7 @@ class EditRecorder:
     # -- hooks called by _flip_matrix -----------------------------------------------------------
     def _start(self, n_images: int, ks: Sequence[int], device: torch.device, fast: bool) -> None:
         self._ks = [int(k) for k in ks]
-        self._classify = [_fast_classifier(o) if fast else (lambda img, o=o: classify(o, img)) for o in self.observers]
+        self._classify = [fast_classifier(o) if fast else (lambda img, o=o: classify(o, img)) for o in self.observers]
         n_obs, n_ks = len(self.observers), len(self._ks)
         self._obs_base = torch.empty(n_obs, n_images, dtype=torch.long, device=device)
         self._obs_edit = torch.empty(n_obs, n_ks * n_images, dtype=torch.long, device=device)
@@ -244,19 +247,16 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
     :class:`repro.networks.InferenceSynthesis` and the BatchNorm-folded classifier (as AttFind's
     effects do), and edited renders resume from the stored input of the first layer any of the
     top coordinates lives in. Otherwise (or for any other generator) ``G.synthesis`` and
-    :func:`repro.attfind.classify` render every image from the start: the reference path.
+    :func:`repro.inference.classify` render every image from the start: the reference path.
     A ``recorder`` sees every unedited and edited render (and the result) and changes nothing.
     """
-    conv, rgb, noise_t, device = _prepare_inputs(G, conv_styles, rgb_styles, noise)
+    conv, rgb, noise_t, device = prepare_inputs(G, conv_styles, rgb_styles, noise)
     dims = [c.shape[1] for c in conv]
     flat = torch.cat(conv, 1)
     n_images, num_styles = flat.shape
     if style_min is None or style_max is None:
         style_min, style_max = style_range(flat)
-    smin = torch.as_tensor(style_min).reshape(-1).to(device, flat.dtype)
-    smax = torch.as_tensor(style_max).reshape(-1).to(device, flat.dtype)
-    if smin.numel() != num_styles or smax.numel() != num_styles:
-        raise ValueError(f"style_min/style_max must have {num_styles} entries")
+    smin, smax = check_range(style_min, style_max, num_styles, device, flat.dtype)
     k_max = max(ks)
     top = list(coords[:k_max])
     if any(not 0 <= i < num_styles or d not in (0, 1) for d, i in top):
@@ -266,12 +266,12 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
     rows_total = len(ks) * n_images
     bar = tqdm(total=n_images + rows_total, desc="flip rate", unit="render", enabled=progress_enabled(progress))
     observers = recorder.observers if recorder is not None else []
-    with _eval_mode(G, classifier, *observers), torch.inference_mode():
+    with eval_mode(G, classifier, *observers), torch.inference_mode():
         fast = fast and isinstance(G, Generator)
         if recorder is not None:
             recorder._start(n_images, ks, device, fast)
         if fast:
-            synthesis, classify_fn = InferenceSynthesis(G).synthesis, _fast_classifier(classifier)
+            synthesis, classify_fn = InferenceSynthesis(G).synthesis, fast_classifier(classifier)
             start_layer = min((decode_index(i, dims)[0] for _, i in top), default=0)
         else:
             synthesis, classify_fn, start_layer = G.synthesis, (lambda img: classify(classifier, img)), 0
@@ -304,9 +304,8 @@ def _flip_matrix(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torc
             b = base_class[n_i]
             for p, (d, i) in enumerate(top):  # in list order: a repeated index takes its later edit
                 active = p < k_values[k_i]
-                applied = torch.where(b == 1, d, 1 - d)
-                target = torch.where(applied == 0, smin[i], smax[i])
-                s[:, i] = torch.where(active, target, s[:, i])
+                target = edit_targets(class_direction(d, b), i, smin, smax)
+                s[:, i] = torch.where(active, edit_values(s[:, i], target, 1.0, exact=True), s[:, i])
             args = (list(torch.split(s, dims, 1)), [r[n_i] for r in rgb], [t[n_i] for t in noise_t])
             if start_layer > 0:
                 img = synthesis(*args, start_layer=start_layer, state=state.index(n_i))
@@ -481,7 +480,7 @@ def _jsonable(obj: Any) -> Any:
 def save_results(path: str | Path, results: dict[str, Any]) -> Path:
     """Write ``results`` as JSON, atomically (temp file in the same folder + ``os.replace``).
 
-    Values may be :class:`~repro.attfind.Attributes` (coordinates, directions, scores, per-
+    Values may be :class:`~repro.stylespace.Attributes` (coordinates, directions, scores, per-
     coordinate effects), flip-rate results, dataclasses, tensors, arrays or plain values;
     non-finite floats become ``null``. Read back with :func:`load_results` (plain dicts;
     ``Attributes.from_dict`` rebuilds an attribute list).

@@ -39,14 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.attfind import Attributes, classify, style_range
 from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from repro.classifier import predict_logits
 from repro.config import DataConfig, Profile, TaskConfig, save_config, to_dict
-from repro.counterfactual import edit_render, toward_class
+from repro.counterfactual import edit_render
 from repro.data.synthetic import FACTORS, TASKS, intervene, render, sample_factors
 from repro.explain import METHODS, Explanation
-from repro.networks import assert_shape, flatten_styles
+from repro.inference import classify
+from repro.networks import assert_shape
+from repro.stylespace import Attributes, flatten_styles, style_range, toward_class
 from repro.utils import seed_everything, tqdm
 
 PROBE_CHECKPOINT = "probe.pt"
@@ -431,10 +432,15 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
                        n_images: int = 64, amount: float = 1.0) -> list[dict[str, Any]]:
     """What each of the top-``k`` coordinates of ``attributes`` changes, read by the probe.
 
-    On the first ``n_images`` held-out images (``explanation.eval_set``; style min / max over
-    those images), each coordinate is applied as the flip rate applies it: direction ``d`` to
-    images the classifier puts in class 1, ``1 - d`` to class 0, i.e. towards the other class,
-    by ``amount``. Both the unedited and the edited renders are read by the probe.
+    On the first ``n_images`` held-out images (``explanation.eval_set``), each coordinate is
+    applied as the flip rate applies it: direction ``d`` to images the classifier puts in class 1,
+    ``1 - d`` to class 0, i.e. towards the other class, by ``amount``. Both the unedited and the
+    edited renders are read by the probe.
+
+    The edit targets are the style min / max over these ``n_images`` evaluation images
+    themselves, as the flip rate takes them over the images of each repeat, and not the
+    explanation's ``targets`` (the AttFind images' range, which the figures, GIFs, explorer and
+    user study use): the probe reads the kind of edit whose flips the flip rate counts.
 
     Returns one dict per coordinate: ``coord`` (d, i); ``changes`` {factor: mean over images of
     :func:`factor_change`} (normalised units); ``total`` (their sum); ``dominant`` (the factor

@@ -6,8 +6,11 @@ calls, no compiled extensions; it builds and runs on CPU and moves to CUDA with 
 StyleSpace (Wu et al.) is explicit rather than hidden inside the layers' forward passes::
 
     conv_styles, rgb_styles = G.styles(w)           # S: one [B, C_l] tensor per conv layer
-    edited = edit_styles(conv_styles, [i], values)  # new list, inputs untouched
+    edited = edit_styles(conv_styles, [i], values)  # new list, inputs untouched (repro.stylespace)
     img = G.synthesis(edited, rgb_styles, noise)    # render from (edited) styles
+
+The StyleSpace layout (flat indices, layers and channels) and its edits live in
+:mod:`repro.stylespace`.
 
 ``G(w, noise)`` is exactly ``G.synthesis(*G.styles(w), noise)``. ``synthesis(...,
 return_states=True)`` also returns the input of every conv layer, and ``synthesis(...,
@@ -45,8 +48,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "Generator", "InferenceSynthesis", "SynthesisState", "SynthesisLayer", "ToRGB", "MappingNetwork", "ResidualTrunk",
-    "Encoder", "Discriminator", "EqualLinear", "EqualConv2d", "modulated_conv2d", "flatten_styles",
-    "unflatten_styles", "style_index", "flat_index", "edit_styles", "build_classifier",
+    "Encoder", "Discriminator", "EqualLinear", "EqualConv2d", "modulated_conv2d", "build_classifier",
     "PlainCNN", "assert_shape",
 ]
 
@@ -563,65 +565,6 @@ class InferenceSynthesis:
                 img = self._run(layer + 1, x, img, [c[img_r] for c in conv_styles], rgb_r, [t[img_r] for t in noise])
             images.append(img)
         return torch.cat(images)
-
-
-# ---------------------------------------------------------------------------------------------
-# StyleSpace helpers (flat index = layer-major concatenation of the conv layers' styles)
-
-def flatten_styles(conv_styles: Sequence[Tensor]) -> Tensor:
-    """Per-layer styles -> [B, S]."""
-    return torch.cat(list(conv_styles), dim=1)
-
-
-def unflatten_styles(flat: Tensor, style_dims: Sequence[int]) -> list[Tensor]:
-    """[B, S] -> one [B, C_l] per layer (views of ``flat``)."""
-    assert_shape(flat, [None, sum(style_dims)], "flat styles")
-    return list(torch.split(flat, list(style_dims), dim=1))
-
-
-def style_index(flat_index: int, style_dims: Sequence[int]) -> tuple[int, int]:
-    """Flat StyleSpace index -> (layer, channel)."""
-    if not 0 <= flat_index < sum(style_dims):
-        raise IndexError(f"flat index {flat_index} outside [0, {sum(style_dims)})")
-    for layer, dim in enumerate(style_dims):
-        if flat_index < dim:
-            return layer, int(flat_index)
-        flat_index -= dim
-    raise AssertionError("unreachable")
-
-
-def flat_index(layer: int, channel: int, style_dims: Sequence[int]) -> int:
-    """(layer, channel) -> flat StyleSpace index."""
-    if not 0 <= layer < len(style_dims) or not 0 <= channel < style_dims[layer]:
-        raise IndexError(f"(layer {layer}, channel {channel}) outside style_dims {list(style_dims)}")
-    return int(sum(style_dims[:layer]) + channel)
-
-
-def edit_styles(conv_styles: Sequence[Tensor], indices: Sequence[int], values: Tensor | float) -> list[Tensor]:
-    """Set flat coordinate ``indices[j]`` to ``values[..., j]`` and return a NEW list.
-
-    ``values`` broadcasts to [B, len(indices)]. Only the edited layers are copied; the inputs
-    are never modified. A repeated index takes its last value. Differentiable.
-    """
-    dims = [s.shape[1] for s in conv_styles]
-    batch = conv_styles[0].shape[0]
-    out = list(conv_styles)
-    if len(indices) == 0:
-        return out
-    ref = conv_styles[0]
-    vals = torch.as_tensor(values, dtype=ref.dtype, device=ref.device).expand(batch, len(indices))
-    last = {int(i): j for j, i in enumerate(indices)}  # repeated index: the last value wins
-    by_layer: dict[int, tuple[list[int], list[int]]] = {}
-    for i, j in last.items():
-        layer, ch = style_index(i, dims)
-        by_layer.setdefault(layer, ([], []))
-        by_layer[layer][0].append(ch)
-        by_layer[layer][1].append(j)
-    for layer, (chs, js) in by_layer.items():
-        s = out[layer].clone()
-        s[:, torch.tensor(chs, device=ref.device)] = vals[:, torch.tensor(js, device=ref.device)]
-        out[layer] = s
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from repro.attfind import Attributes
 from repro.classifier import CHECKPOINT, ClassifierRun, load_classifier, run_config, train_classifier
 from repro.config import Profile, TaskConfig
-from repro.evaluation import classify_images
 from repro.fliprate import (AttributesOrFactory, EditRecorder, flip_rate_curve, flip_rate_repeats,
                             pixel_change_255)
+from repro.inference import classify_images
+from repro.stylespace import Attributes
 from repro.utils import pick_device
 
 COMPONENT = "observer"  # run directory: profile.run_dir(task, "observer")
@@ -111,7 +111,7 @@ def reconstruction_scores(classifier: nn.Module, originals: torch.Tensor, recons
     """What C and C' read from held-out originals and from their reconstructions.
 
     ``originals`` / ``reconstructions``: float [N, 3, R, R] in [-1, 1] (clamped before classifying,
-    :func:`repro.evaluation.classify_images`); ``labels``: long [N] (None or any -1: no accuracies).
+    :func:`repro.inference.classify_images`); ``labels``: long [N] (None or any -1: no accuracies).
     Returns ``n``; ``agreement_C`` (share with argmax C(x) == argmax C(G(x))); ``acc_C_originals``
     and ``acc_C_reconstructions``; and for C' (None without ``observer``): ``acc_Cprime_originals``,
     ``acc_Cprime_reconstructions``, their ratio ``acc_Cprime_ratio`` (the target is >= 0.9) and

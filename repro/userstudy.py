@@ -200,8 +200,9 @@ def make_questionnaire(explanation: "Explanation", out_dir: str | Path, *, n_att
 
     Images come from the explanation's held-out set (the first ``image_pool`` images), never from
     the images AttFind ranked coordinates on. Each image is edited towards the other class
-    (``repro.counterfactual.toward_class`` of the classifier's decision on its render), the
-    coordinate swept to the target of its direction over the AttFind images and back
+    (``repro.stylespace.toward_class`` of the classifier's decision on its render), the
+    coordinate swept to the target of its direction over the AttFind images (the explanation's
+    ``targets``) and back
     (``sweep_frames``, ``2 * steps`` frames), written as ``gifs/NAME.gif`` at ``scale`` x the
     model's resolution with one shared palette of ``colors`` colours (the app and the web page
     show them enlarged, pixelated). ``frames.npz`` keeps, under key ``NAME``, uint8
@@ -216,10 +217,9 @@ def make_questionnaire(explanation: "Explanation", out_dir: str | Path, *, n_att
     """
     import torch
 
-    from repro.attfind import decode_index, style_range
-    from repro.counterfactual import class_probability, save_gif, sweep_frames, toward_class
+    from repro.counterfactual import class_probability, save_gif, sweep_frames
     from repro.evaluation import render
-    from repro.networks import flatten_styles
+    from repro.stylespace import decode_index, toward_class
 
     out_dir = Path(out_dir)
     attributes = explanation.attributes[method]
@@ -267,8 +267,7 @@ def make_questionnaire(explanation: "Explanation", out_dir: str | Path, *, n_att
             (out_dir / f).unlink(missing_ok=True)
     (out_dir / "gifs").mkdir(parents=True, exist_ok=True)
 
-    conv, _ = explanation.attfind_set.styles(model)
-    smin, smax = style_range(flatten_styles(conv))
+    smin, smax = explanation.targets
     with torch.inference_mode():
         base_class = (class_probability(explanation.classifier, render(model, pool)) > 0.5).long().tolist()
     # every (image, attribute) sweep the plan needs, rendered in one batch per edit

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from repro.attfind import (PRESETS, AttFindConfig, Attributes, EffectResult, combine, compute_effects,
-                           compute_effects_reference, decode_index, filter_unstable, get_preset, run_attfind,
-                           select_class, style_range)
+from repro.attfind import (PRESETS, AttFindConfig, EffectResult, combine, compute_effects, compute_effects_reference,
+                           filter_unstable, get_preset, run_attfind, select_class)
+from repro.stylespace import decode_index, style_range
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,39 +315,19 @@ def test_presets_and_config():
     assert PRESETS["authors"].num_indices == 8
 
 
-def test_attributes_dict_round_trip():
-    a = Attributes("attfind", [(0, 3), (1, 5)], [0.5, float("nan")], [(0.1, 0.2), (0.3, 0.4)], [0, 1], [3, 1],
-                   {"num_indices": 8}, {"class_0": [[0, 3]]})
-    b = Attributes.from_dict(a.to_dict())
-    assert b.coords == a.coords and b.layers == a.layers and b.config == a.config
-    assert b.scores[0] == 0.5 and np.isnan(b.scores[1])
-    assert a.to_dict()["scores"][1] is None
-    with pytest.raises(ValueError):
-        Attributes("x", [(0, 1)], [])
-
-
-def test_decode_index():
-    dims = [4, 4, 2]
-    assert decode_index(0, dims) == (0, 0)
-    assert decode_index(5, dims) == (1, 1)
-    assert decode_index(9, dims) == (2, 1)
-    with pytest.raises(IndexError):
-        decode_index(10, dims)
-
-
 def test_folded_classifier_is_cached_and_rebuilt_when_weights_change():
-    from repro.attfind import _fast_classifier
+    from repro.inference import fast_classifier
     from repro.networks import build_classifier
 
     torch.manual_seed(0)
     clf = build_classifier(2).eval()
     img = torch.rand(2, 3, 32, 32) * 2 - 1
-    first = _fast_classifier(clf)
-    assert _fast_classifier(clf) is first  # the fold is reused
+    first = fast_classifier(clf)
+    assert fast_classifier(clf) is first  # the fold is reused
     before = first(img)
     with torch.no_grad():
         clf.classifier[-1].bias.add_(torch.tensor([1.0, -1.0]))  # in place: bumps the version counter
-    again = _fast_classifier(clf)
+    again = fast_classifier(clf)
     assert again is not first
     assert torch.allclose(again(img), clf(img), atol=1e-5)
     assert torch.allclose(again(img) - before, torch.tensor([1.0, -1.0]).expand(2, 2), atol=1e-5)

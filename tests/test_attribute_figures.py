@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 
 from repro import attribute_figures as af
-from repro.attfind import Attributes, decode_index, style_range
 from repro.config import get_profile
 from repro.counterfactual import edit_render
 from repro.data import ImageSet
 from repro.evaluation import fixed_noise, latents
 from repro.explain import Explanation
 from repro.explorer import Explorer, _upload_content, explorer, render_signed
-from repro.networks import build_classifier, flatten_styles
+from repro.networks import build_classifier
+from repro.stylespace import Attributes, decode_index, flatten_styles, style_range
 from repro.training import arch_config, build_model
 
 NAMES = ("young", "old")
@@ -82,7 +82,7 @@ def test_choose_images_splits_and_fills(tiny, monkeypatch):
 
 def test_counterfactuals_push_each_class_the_other_way(tiny):
     choice = af.ImageChoice([0, 1, 2], [0, 1, 0])
-    smin, smax = af.reference_range(tiny)
+    smin, smax = tiny.targets
     edit = tiny.attributes["attfind"].coords[0]
     cf = af.counterfactuals(tiny, edit, choice, smin, smax)
     assert cf.original.shape == cf.edited.shape == (3, R, R, 3) and cf.original.dtype == np.uint8

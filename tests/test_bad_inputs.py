@@ -23,13 +23,14 @@ import torch
 from PIL import Image
 
 from repro import __main__ as cli
-from repro.attfind import AttFindConfig, Attributes, EffectResult, run_attfind, select_class
+from repro.attfind import AttFindConfig, EffectResult, run_attfind, select_class
 from repro.baselines import random_attributes, wu_attributes
 from repro.checkpoint import CheckpointError, check_run_dir
 from repro.config import DataConfig, EvalConfig, Profile, StylExConfig, from_dict, get_profile, to_dict
 from repro.data import load_split
 from repro.data.real import DataError
 from repro.fliprate import flip_rate, flip_rate_curve
+from repro.stylespace import Attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from repro.attfind import Attributes
 from repro.baselines import random_attributes, wu_attributes
 from repro.fliprate import (FlipResult, flip_rate, flip_rate_curve, flip_rate_repeats, load_results,
                             save_results)
+from repro.stylespace import Attributes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from repro import groundtruth as gt
-from repro.attfind import Attributes
 from repro.checkpoint import CheckpointError
 from repro.config import DataConfig, get_profile
 from repro.data.synthetic import FACTORS, intervene, render, sample_factors
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
+from repro.stylespace import Attributes
 from repro.training import arch_config, build_model
 
 DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from repro.networks import (Discriminator, Encoder, Generator, InferenceSynthesis, MappingNetwork, SynthesisState,
-                            assert_shape, build_classifier, edit_styles, flat_index, flatten_styles, style_index,
-                            unflatten_styles)
+                            assert_shape, build_classifier)
+from repro.stylespace import edit_styles, flat_index
 
 RES, CH, W_DIM, B = 32, 16, 514, 3
 
@@ -91,34 +91,6 @@ def test_style_space_round_trip_is_exact(G, inputs):
     with torch.no_grad():
         assert torch.equal(G.synthesis(*G.styles(w), noise), G(w, noise))
         assert torch.equal(G(w, noise), img)
-
-
-def test_flatten_unflatten_and_index_conversions(G, inputs):
-    conv = inputs[2]
-    flat = flatten_styles(conv)
-    assert flat.shape == (B, G.num_styles)
-    assert all(torch.equal(a, b) for a, b in zip(unflatten_styles(flat, G.style_dims), conv))
-    dims = [3, 5, 2]
-    for i in range(sum(dims)):
-        assert flat_index(*style_index(i, dims), dims) == i
-    assert style_index(3, dims) == (1, 0) and flat_index(2, 1, dims) == 9
-    with pytest.raises(IndexError):
-        style_index(10, dims)
-
-
-def test_edit_styles_returns_new_list_and_does_not_mutate(G, inputs):
-    conv = inputs[2]
-    before = [c.clone() for c in conv]
-    i, j = flat_index(2, 5, G.style_dims), flat_index(4, 0, G.style_dims)
-    edited = edit_styles(conv, [i, j], torch.tensor([[7.0, -3.0]]))
-    assert all(torch.equal(a, b) for a, b in zip(conv, before))
-    assert (edited[2][:, 5] == 7).all() and (edited[4][:, 0] == -3).all()
-    flat_e, flat_o = flatten_styles(edited), flatten_styles(conv)
-    others = torch.ones(G.num_styles, dtype=torch.bool)
-    others[[i, j]] = False
-    assert torch.equal(flat_e[:, others], flat_o[:, others])
-    per_image = edit_styles(conv, [i], torch.arange(B, dtype=torch.float32)[:, None])
-    assert per_image[2][:, 5].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_resume_from_every_state_equals_full_render(G, inputs):

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from repro import userstudy as us
-from repro.attfind import Attributes
 from repro.config import get_profile
 from repro.counterfactual import save_gif
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.networks import build_classifier
+from repro.stylespace import Attributes
 from repro.training import arch_config, build_model
 
 
