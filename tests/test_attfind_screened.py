@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from repro.attfind import (AttFindConfig, EffectResult, _greedy, compute_effects, first_order_effects, get_preset,
-                           run_attfind, screened_attfind)
+from repro.attfind import (SCREEN_RUNNERS_UP, AttFindConfig, EffectResult, _greedy, compute_effects,
+                           first_order_effects, get_preset, run_attfind, screened_attfind)
 from repro.stylespace import style_range
 
 
@@ -124,7 +124,7 @@ def test_screened_attfind_verifies_its_picks_and_agrees_with_exact(tiny_setup, e
     attrs, result = screened_attfind(*tiny_setup, config, screen=0.25, progress=False)
     reference = run_attfind(exact, config)
     info = attrs.details["screen"]
-    assert info["renders"] < info["candidates"] and info["runners_up"] == 3
+    assert info["renders"] < info["candidates"] and info["runners_up"] == SCREEN_RUNNERS_UP
     picked = {i for key in ("class_0", "class_1") for _, i in attrs.details.get(key, [])}
     assert picked and all(bool(result.exact[:, :, i].all()) for i in picked)
     assert set(info["verified_coordinates"]) <= set(range(exact.num_styles))
