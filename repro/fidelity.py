@@ -63,7 +63,7 @@ def mean_std(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if all(isinstance(v, Mapping) for v in values):
             out[key] = mean_std(values)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            out[key] = statistics.fmean(values)
+            out[key] = values[0] if all(v == values[0] for v in values) else statistics.fmean(values)
             if len(values) > 1:
                 out[f"{key}_std"] = statistics.stdev(values)
         elif all(v == values[0] for v in values):
@@ -107,7 +107,7 @@ def reconstruction_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[s
     """Notebook 03's table: one row per model, mean ± std over seeds."""
     rows = []
     for key, m in summary.items():
-        rows.append({"model": key, "seeds": m.get("seeds"), "images": m.get("n"),
+        rows.append({"model": key, "seeds": len(m.get("seeds") or []), "images": int(m.get("n") or 0),
                      "LPIPS (vgg)": _pm(m, "lpips"), "L1": _pm(m, "l1"),
                      "C agreement": _pm(m, "agreement_C"),
                      "C' acc. originals": _pm(m, "acc_Cprime_originals"),
