@@ -30,6 +30,9 @@ ROWS: dict[str, dict[str, Any]] = {
     # ... and the paper's LPIPS term (AlexNet backbone) beside L1.
     "r1-0.2+lpips": {"losses.r1_gamma": 0.2, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                      "losses.lpips_net": "alex", "losses.img_l1": 1.0},
+    # The landed recipe with the paper's LPIPS term at the paper's weight beside it.
+    "landed+lpips": {"losses.r1_gamma": 10.0, "losses.pl_weight": 2.0, "losses.lpips": 0.1,
+                     "losses.lpips_net": "alex", "losses.img_l1": 5.0, "ema_rampup": None},
     # The control: the default recipe's networks untrained (iteration 0) through the same measures.
     "untrained": {"iterations": 0},
     # stylegan2-ada's automatic gamma (0.0002 * res^2 / batch = 0.0128 at 32 px, batch 16).
