@@ -40,10 +40,10 @@ from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents, render
 from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
+from repro.model import FINAL, StylExModel, load_stylex
 from repro.observer import (TOP_SINGLE, load_observer, missing_observer_note, observer_dir, reconstruction_scores,
                             single_attribute_edits, validity_curve, validity_summary)
 from repro.stylespace import Attributes, flatten_styles, style_range
-from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
 RESULTS = "explain.json"

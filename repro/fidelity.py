@@ -45,7 +45,7 @@ RECONSTRUCTION_IMAGES = 512
 def model_runs(profile, task, mode: str) -> list[tuple[int, Path]]:
     """(seed, run directory) of every finished training seed of a model (``stylex``: all of
     ``profile.seeds``; other modes: the primary seed)."""
-    from repro.training import FINAL
+    from repro.model import FINAL
 
     seeds = profile.seeds if mode == "stylex" else profile.seeds[:1]
     return [(s, profile.model_dir(task.name, mode, s)) for s in seeds
@@ -85,7 +85,7 @@ def reconstruction_records(profile, task, mode: str, *, device: str | torch.devi
     from repro.classifier import load_classifier
     from repro.data import load_split
     from repro.evaluation import reconstruction_metrics
-    from repro.training import load_stylex
+    from repro.model import load_stylex
 
     if classifier is None:
         classifier = load_classifier(profile.run_dir(task.name, "classifier"), device=device).model

@@ -152,7 +152,7 @@ def profile_stages(profile: Profile) -> Iterator[Stage]:
 
 def _weights_name(stage: Stage) -> str:
     from repro.classifier import CHECKPOINT
-    from repro.training import FINAL
+    from repro.model import FINAL
 
     return FINAL if stage.kind == "model" else CHECKPOINT
 
@@ -171,10 +171,10 @@ def expected_config(profile: Profile, stage: Stage) -> dict[str, Any]:
         from repro.classifier import run_config
 
         return run_config(task.classifier_data, profile.classifier if stage.kind == "classifier" else profile.observer)
-    from repro.training import arch_config
+    from repro.model import StylExArch
 
     config = dataclasses.replace(profile.stylex, seed=stage.seed)
-    return {**arch_config(stage.mode, task.stylex_data.resolution, config), "data": to_dict(task.stylex_data),
+    return {**StylExArch.of(stage.mode, task.stylex_data.resolution, config).to_dict(), "data": to_dict(task.stylex_data),
             "stylex": to_dict(config), "iterations": config.iterations}
 
 

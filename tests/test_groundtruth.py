@@ -15,8 +15,8 @@ from repro.config import DataConfig, get_profile
 from repro.data.synthetic import FACTORS, intervene, render, sample_factors
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
+from repro.model import StylExArch
 from repro.stylespace import Attributes
-from repro.training import arch_config, build_model
 
 DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
 
@@ -192,7 +192,7 @@ class BrightnessClassifier(nn.Module):
 @pytest.fixture(scope="module")
 def tiny_explanation():
     torch.manual_seed(0)
-    model = build_model(arch_config("stylex", 32, get_profile("quick").stylex)).eval()
+    model = StylExArch.of("stylex", 32, get_profile("quick").stylex).build().eval()
     n = 12
     w = torch.randn(n, model.generator.w_dim, generator=torch.Generator().manual_seed(1))
     lat = Latents(w, fixed_noise(model, n, 1), "encoded")
