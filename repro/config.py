@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,14 @@ from typing import Any
 
 from repro.losses import LossWeights
 from repro.precision import PRECISIONS
+from repro.utils import write_atomic
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
 # Classifier architectures (``repro.networks.build_classifier``): C is MobileNetV2 as in the paper;
 # the second observer C' (``Profile.observer``) is another one, see ``repro.observer``.
 CLASSIFIER_ARCHS = ("mobilenet_v2", "cnn", "resnet18")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
+SPLITS = ("train", "val", "test")  # every data set's splits, disjoint
 
 
 def _require_positive(config: Any, *names: str) -> None:
@@ -405,12 +406,7 @@ def _convert(hint: Any, value: Any) -> Any:
 
 def save_config(obj: Any, run_dir: str | Path) -> Path:
     """Write ``run_dir/config.json`` atomically and return its path."""
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_dict(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(Path(run_dir) / "config.json", json.dumps(to_dict(obj), indent=2) + "\n")
 
 
 def config_diff(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+
+from repro.utils import write_atomic
 
 # The report's targets (issue 14), by the field of fidelity.json they apply to.
 TARGETS: dict[str, float] = {
@@ -228,11 +229,7 @@ def write_fidelity(models: Mapping[str, Mapping[str, Any]], path: str | Path) ->
         merged = {**data["models"].get(key, {}), **record}
         merged["verdicts"] = verdicts(merged)
         data["models"][key] = merged
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

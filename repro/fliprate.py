@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from repro.inference import classify, eval_mode, fast_classifier, prepare_inputs
 from repro.networks import Generator, InferenceSynthesis, SynthesisState
 from repro.stylespace import (Attributes, check_range, class_direction, decode_index, edit_targets, edit_values,
                               style_range)
-from repro.utils import progress_enabled, tqdm
+from repro.utils import progress_enabled, tqdm, write_atomic
 
 AttributesOrFactory = Attributes | Callable[[int], Attributes]
 
@@ -478,23 +477,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 def save_results(path: str | Path, results: dict[str, Any]) -> Path:
-    """Write ``results`` as JSON, atomically (temp file in the same folder + ``os.replace``).
+    """Write ``results`` as JSON, atomically (:func:`repro.utils.write_atomic`).
 
     Values may be :class:`~repro.stylespace.Attributes` (coordinates, directions, scores, per-
     coordinate effects), flip-rate results, dataclasses, tensors, arrays or plain values;
     non-finite floats become ``null``. Read back with :func:`load_results` (plain dicts;
     ``Attributes.from_dict`` rebuilds an attribute list).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

@@ -45,8 +45,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
-from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
+from repro.checkpoint import check_run_dir, save_checkpoint
+from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, to_dict
 from repro.data import ImageSet, load_split
 from repro.losses import StylExLoss, d_fake_loss, d_real_loss
 from repro.inference import classifier_probs
@@ -55,7 +55,8 @@ from repro.networks import Discriminator
 from repro.perceptual import LPIPSLoss
 from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
 from repro.precision import validate as validate_precision
-from repro.utils import pick_device, seed_everything, tqdm
+from repro.stage import StageDir
+from repro.utils import pick_device, seed_everything, tqdm, write_atomic
 
 class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/Inf; nothing was written over the last good checkpoint."""
@@ -151,22 +152,7 @@ def _trim_log(log_file: Path, last_iteration: int) -> None:
             continue  # the half-written last line of a killed run
         if record.get("iteration", 0) <= last_iteration:
             kept.append(line)
-    tmp = log_file.with_name(log_file.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, log_file)
-
-
-def _latest_valid_checkpoint(run_dir: Path, arch: StylExArch, map_location) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; a damaged one is reported and skipped, never trusted."""
-    for path in reversed(_checkpoints(run_dir)):
-        try:
-            return load_checkpoint(path, map_location=map_location, expected_config=arch.to_dict(),
-                                   config_keys=arch.keys)
-        except ConfigMismatch:
-            raise
-        except CheckpointError as err:
-            print(f"skipping damaged checkpoint: {err}")
-    return None
+    write_atomic(log_file, "".join(f"{line}\n" for line in kept))
 
 
 def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: nn.Module,
@@ -193,23 +179,20 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     arch = StylExArch.of(mode, data.resolution, config)
     full_config = {**arch.to_dict(), "data": to_dict(data), "stylex": to_dict(config), "iterations": total_iters}
 
-    final = run_dir / FINAL
-    if not force and final.exists():
-        try:
-            return load_stylex(run_dir, device=dev, expected=arch)
-        except ConfigMismatch:
-            raise  # another model lives here: never train over it silently
-        except CheckpointError as err:
-            print(f"not reusing {final}: {err}; training again")
+    # The stage protocol (repro.stage); checkpoints must match the architecture only. strict:
+    # another model living here (another architecture) is never trained over silently.
+    stage = StageDir(run_dir, FINAL, full_config, config_keys=arch.keys)
+    done = stage.reuse(lambda: load_stylex(run_dir, device=dev, expected=arch), force=force, strict=True)
+    if done is not None:
+        return done
     if force and rank == 0:
-        for path in _checkpoints(run_dir) + [final]:
+        for path in _checkpoints(run_dir) + [stage.result]:
             path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
     if rank == 0:
-        check_run_dir(run_dir)
+        stage.begin()
         _remove_stale_temp_files(run_dir)
-        save_config(full_config, run_dir)
 
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes: each process "
@@ -248,7 +231,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     batch_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
     start_iter, pl_mean = 0, torch.zeros((), device=dev)
 
-    state = _latest_valid_checkpoint(run_dir, arch, dev) if not force else None
+    state = stage.resume(reversed(_checkpoints(run_dir)), map_location=dev) if not force else None
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -437,7 +420,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         write_checkpoint(iteration)
         metadata["finished_iteration"] = iteration
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        save_checkpoint(final, {"config": full_config, "arch": arch.to_dict(), "ema": ema.state_dict(),
+        save_checkpoint(stage.result, {"config": full_config, "arch": arch.to_dict(), "ema": ema.state_dict(),
                                 "metadata": json.dumps(metadata)})
     if world > 1:
         dist.barrier()

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from repro.config import Profile, config_diff, to_dict
+from repro.utils import atomic_write
 
 MANIFEST = "manifest.json"
 CARD = "MODEL_CARD.md"
@@ -245,13 +246,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as f, atomic_write(dest) as out:
+        shutil.copyfileobj(f, out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repro.config import DATASETS, DataConfig
-
-SPLITS = ("train", "val", "test")
+from repro.config import DATASETS, SPLITS, DataConfig
 
 
 @dataclass
