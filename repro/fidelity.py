@@ -1,6 +1,6 @@
 """Fidelity you can check: the report's headline measures per model, over training seeds, and its targets.
 
-Spec section 9: a flip rate and a reconstruction agreement can both pass on images a person would
+A flip rate and a reconstruction agreement can both pass on images a person would
 not recognise, because G is trained to satisfy C. The measures that tell a real explanation from
 an adversarial one are gathered here per task and model, averaged over the training seeds of
 ``profile.seeds`` (mean and ``_std``), and written to ``figures/fidelity.json``:
@@ -23,13 +23,13 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from repro.utils import write_atomic
 
-# The report's targets (issue 14), by the field of fidelity.json they apply to.
+# The report's targets, by the field of fidelity.json they apply to.
 TARGETS: dict[str, float] = {
     "agreement_C": 0.95,                 # C keeps its decision on reconstructions
     "acc_Cprime_ratio": 0.9,             # C' reads reconstructions >= 0.9 x as well as originals
@@ -246,9 +246,3 @@ def _pm(m: Mapping[str, Any], key: str, digits: int = 3) -> str:
         return "unavailable"
     std = m.get(f"{key}_std")
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def _iter_models(profile) -> Iterable[tuple[Any, str]]:
-    for task in profile.tasks:
-        for mode in task.modes:
-            yield task, mode

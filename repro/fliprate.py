@@ -1,4 +1,4 @@
-"""Flip rate (spec section 7): how often editing the top-k coordinates changes the classifier's decision.
+"""Flip rate: how often editing the top-k coordinates changes the classifier's decision.
 
 For each evaluation image, b = argmax C(G(s)) (fixed noise). The top-k ``(direction, index)``
 pairs of a class-1-to-class-0 list (:class:`repro.stylespace.Attributes`) are applied all at once,
@@ -11,8 +11,8 @@ each repeat as the replication did, unless given.
 
 **Held-out images.** These functions evaluate whatever styles they are given. Pass images that
 AttFind (or the baseline) did *not* use to choose its coordinates, e.g. encodings of the held-out
-split or fresh seeds for a StyleGAN2 (the seed implementation drew them from the training
-loader, a known defect that inflates the numbers).
+split or fresh seeds for a StyleGAN2 (drawing them from the training loader, as earlier code did,
+inflates the numbers).
 
 Images are clamped to [-1, 1] before the classifier (:func:`repro.inference.classify`), as in AttFind.
 

@@ -233,7 +233,7 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
             "spurious_used": spurious in used, "methods": methods}
 
 
-TARGET_PRECISION = 0.75  # the project's target for AttFind on StylEx models (issue: ground truth)
+TARGET_PRECISION = 0.75  # this reproduction's target for AttFind's precision@k on StylEx models
 
 
 def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TARGET_PRECISION) -> dict[str, Any]:

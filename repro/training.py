@@ -9,7 +9,7 @@ logging; it knows nothing of AttFind. One iteration is:
 2. generator phase: generator (+ encoder, + mapping) forward, every loss term, one backward;
    every ``pl_interval`` iterations a path-length phase;
 3. EMA update of generator, encoder and mapping network together, so evaluation uses a
-   matching pair (the seed implementation paired the EMA generator with the raw encoder).
+   matching pair (an EMA generator with the raw encoder, as earlier code paired them, is not one).
 
 Modes (``StylExModel.mode``; the model and its architecture live in ``repro.model``):
     stylex      w = [E(x), softmax C(x)]; reconstruction, latent and classifier losses.

@@ -51,11 +51,6 @@ class ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device), factors, self.name)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255] (for figures and GIFs)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def check_root(config: DataConfig) -> None:
     """Fail now, before a run starts, if a real data set's root is unset or not a folder.
 
