@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repro.config import DataConfig, Profile, get_profile
+from repro.utils import write_atomic
 
 
 @dataclass
@@ -251,7 +252,7 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
         return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
 
     text = re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
-    readme.write_text(text)
+    write_atomic(readme, text)
     return changed
 
 

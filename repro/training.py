@@ -267,7 +267,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
         metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
     if rank == 0:
-        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     if "precision_check" in metadata:
         require_close(metadata["precision_check"])  # after metadata.json, which records the numbers
     if rank == 0:
@@ -419,7 +419,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if rank == 0 and iteration >= total_iters:
         write_checkpoint(iteration)
         metadata["finished_iteration"] = iteration
-        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
         save_checkpoint(stage.result, {"config": full_config, "arch": arch.to_dict(), "ema": ema.state_dict(),
                                 "metadata": json.dumps(metadata)})
     if world > 1:
