@@ -70,3 +70,21 @@ def test_a_stylex_model_loads_under_any_mapping_depth(tmp_path):
     assert load_stylex(tmp_path, expected=dataclasses.replace(arch, mapping_layers=8)).model.arch == arch
     with pytest.raises(ConfigMismatch, match="channels: expected 16, found 8"):
         load_stylex(tmp_path, expected=dataclasses.replace(arch, channels=16))
+
+
+def test_only_the_training_entry_points_import_the_trainer():
+    """Readers of a trained model use repro.model; repro.training is imported by the command line
+    and the ablation's train_row alone."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "repro"
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and node.module else [])
+            if "repro.training" in names:
+                importers.add(path.relative_to(root).as_posix())
+    assert importers <= {"__main__.py", "ablation.py", "training.py"}, importers
