@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from repro.config import Profile, StylExConfig, TaskConfig
+from repro.utils import write_atomic
 
 # Settings changed from the profile's StylExConfig, by dotted name ("losses.x" is LossWeights.x).
 ROWS: dict[str, dict[str, Any]] = {
@@ -136,8 +136,4 @@ def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablatio
     keep = {(r["task"], r["row"]) for r in records}
     rows = [r for r in old["rows"] if (r["task"], r["row"]) not in keep] + records
     rows.sort(key=lambda r: (r["task"], list(ROWS).index(r["row"]) if r["row"] in ROWS else 99))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps({"rows": rows}, indent=2) + "\n")

@@ -166,15 +166,12 @@ class EffectResult:
 
     def save(self, path: str | Path) -> Path:
         """Write as a dict of tensors and plain values (loadable with ``weights_only=True``), atomically."""
-        import os
+        from repro.utils import atomic_write
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        with atomic_write(path) as f:
+            torch.save(state, f)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "EffectResult":

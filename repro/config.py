@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,14 @@ from typing import Any
 
 from repro.losses import LossWeights
 from repro.precision import PRECISIONS
+from repro.utils import write_atomic
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
 # Classifier architectures (``repro.networks.build_classifier``): C is MobileNetV2 as in the paper;
 # the second observer C' (``Profile.observer``) is another one, see ``repro.observer``.
 CLASSIFIER_ARCHS = ("mobilenet_v2", "cnn", "resnet18")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
+SPLITS = ("train", "val", "test")  # every data set's splits, disjoint
 
 
 def _require_positive(config: Any, *names: str) -> None:
@@ -292,9 +293,8 @@ def _default() -> Profile:
             _synthetic_task("synth-age", 32, n, 0.9, ["stylex", "stylegan2", "stylex-alt"]),
             _synthetic_task("synth-species", 32, n, 0.5, ["stylex", "stylegan2"]),
         ],
-        # 8 epochs: in a one-off 10-epoch run (train_classifier with epochs=10, 2026-11-23) validation
-        # accuracy stopped rising after epoch 7-8 on both tasks (species 0.92, age 0.84: the planted
-        # shortcut), at ~35 s per epoch.
+        # 8 epochs: trained for 10, validation accuracy stopped rising after epoch 7-8 on both tasks
+        # (species 0.92, age 0.84: the planted shortcut), at ~35 s per epoch on a CPU.
         classifier=ClassifierConfig(epochs=8, batch_size=128),
         # The second observer C' (repro.observer): a plain CNN, another seed, the same split.
         observer=ClassifierConfig(arch="cnn", epochs=8, batch_size=128, seed=1),
@@ -307,8 +307,8 @@ def _default() -> Profile:
         stylex=StylExConfig(channels=64, batch_size=16, iterations=3000, mapping_layers=2,
                             losses=LossWeights(lpips=0.5, lpips_net="alex", img_l1=1.0, r1_gamma=0.2, pl_weight=0.0)),
         seeds=[0, 1, 2],
-        # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~990 renders/s at
-        # 2 threads; 31-34 s per model for 32 images in the clean default run): 32 images.
+        # AttFind costs 2S = 896 renders per image (~990 renders/s on 2 CPU threads, measured by
+        # benchmarks/attfind_speed.py; 31-34 s per model for 32 images): 32 images.
         eval=EvalConfig(attfind_images=32, repeats=5, images_per_repeat=80,
                         curve_ks=[1, 2, 3, 5, 7, 10, 15, 20]),
     )
@@ -405,12 +405,7 @@ def _convert(hint: Any, value: Any) -> Any:
 
 def save_config(obj: Any, run_dir: str | Path) -> Path:
     """Write ``run_dir/config.json`` atomically and return its path."""
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_dict(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(Path(run_dir) / "config.json", json.dumps(to_dict(obj), indent=2) + "\n")
 
 
 def config_diff(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:

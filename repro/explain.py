@@ -18,8 +18,9 @@
    ``observer.reconstruction`` holds C's agreement and C''s accuracy on originals and
    reconstructions (models with an encoder). Without a trained C' the C' fields are None and
    ``observer.note`` says how to train it; the pixel sizes are measured either way;
-6. writes everything to ``explain.json`` in the model's run directory; its presence marks the
-   stage as done (a crash mid-way leaves no such file, so the stage is redone).
+6. writes everything to ``explain.json`` in the model's run directory, the stage's completion
+   marker (``repro.stage``; a crash mid-way leaves no such file, so the stage is redone). It is
+   reused while the model, classifier and observer weights are the ones it was computed from.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents, render
 from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
+from repro.model import FINAL, StylExModel, load_stylex
 from repro.observer import (TOP_SINGLE, load_observer, missing_observer_note, observer_dir, reconstruction_scores,
                             single_attribute_edits, validity_curve, validity_summary)
+from repro.stage import StageDir
 from repro.stylespace import Attributes, flatten_styles, style_range
-from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
 RESULTS = "explain.json"
@@ -147,12 +149,17 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
 
     stamp = _fingerprint(run_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
-    if not force and (run_dir / RESULTS).exists():
+
+    def reuse() -> Explanation:  # the stage's config check: the weights the results were computed from
         results = load_results(run_dir / RESULTS)
-        if results.get("fingerprint") == stamp and results.get("observer_fingerprint") == observer_stamp:
-            attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
-            return Explanation(model, classifier, found, held_out, attrs, results)
-        print(f"{run_dir / RESULTS} was computed from other model, classifier or observer weights; recomputing")
+        if results.get("fingerprint") != stamp or results.get("observer_fingerprint") != observer_stamp:
+            raise CheckpointError("it was computed from other model, classifier or observer weights")
+        attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
+        return Explanation(model, classifier, found, held_out, attrs, results)
+
+    done = StageDir(run_dir, RESULTS).reuse(reuse, force=force, again="recomputing")
+    if done is not None:
+        return done
 
     conv, rgb = found.styles(model)
     flat = flatten_styles(conv)

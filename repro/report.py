@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repro.config import DataConfig, Profile, get_profile
+from repro.utils import write_atomic
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _gpu_recipe(train: list[dict[str, Any]]) -> str:
         if _is_cuda(r) and r.get("profile") == "paper-afhq" and r.get("mode") == "stylex":
             newest[(r["device"], _precision(r))] = r
     head = (f"**GPU recipe, measured and projected** (paper profile, {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} images; "
-            "the issue's target is >= 500 images/s of StylEx training on one H100).")
+            "this reproduction's target is >= 500 images/s of StylEx training on one H100).")
     if not newest:
         return (f"{head} No GPU run has been measured yet: `benchmarks/results/train_speed.jsonl` has no CUDA "
                 f"record of paper-afhq StylEx training, so no GPU throughput or projected time is given. On a "
@@ -251,7 +252,7 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
         return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
 
     text = re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
-    readme.write_text(text)
+    write_atomic(readme, text)
     return changed
 
 

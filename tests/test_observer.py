@@ -219,16 +219,16 @@ def test_renderer_one_factor_change_is_positive_for_a_factor_and_zero_for_an_ide
 def _tiny_trained_run(tmp_path):
     """A quick-profile run root with an (untrained) tiny StylEx model and classifier in place."""
     from repro.checkpoint import save_checkpoint
-    from repro.training import FINAL, arch_config, build_model
+    from repro.model import FINAL, StylExArch
 
     profile = get_profile("quick", run_root=str(tmp_path / "runs"))
     task = profile.tasks[0]
     for data in (task.stylex_data, task.classifier_data):
         data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
-    arch = arch_config("stylex", 32, profile.stylex)
+    arch = StylExArch.of("stylex", 32, profile.stylex)
     torch.manual_seed(0)
     save_checkpoint(profile.run_dir(task.name, "stylex") / FINAL,
-                    {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
+                    {"config": arch.to_dict(), "ema": arch.build().state_dict(), "metadata": json.dumps({})})
     for component, config, seed in (("classifier", profile.classifier, 1), ("observer", profile.observer, 2)):
         torch.manual_seed(seed)
         run_dir = profile.run_dir(task.name, component)
