@@ -170,6 +170,8 @@ class EvalConfig:
         repeats: flip-rate repeats (mean +- std).
         images_per_repeat: held-out images per repeat (the replication used 1,000).
         wu_threshold: softmax above which an image is a Wu positive.
+        wu_images: images whose styles Wu et al.'s statistics are computed over (styles only, no
+            effect tensor; disjoint from the held-out images; see ``repro.baselines.wu_images``).
         seed: image sampling seed.
     """
 
@@ -181,10 +183,11 @@ class EvalConfig:
     repeats: int = 10
     images_per_repeat: int = 100
     wu_threshold: float = 0.9
+    wu_images: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat")
+        _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat", "wu_images")
         if not 0.0 < self.wu_threshold < 1.0:
             raise ValueError(f"EvalConfig.wu_threshold must lie strictly between 0 and 1 (a softmax), "
                              f"got {self.wu_threshold!r}; the replication used 0.9")
@@ -280,7 +283,7 @@ def _quick() -> Profile:
         observer=ClassifierConfig(arch="cnn", epochs=3, batch_size=64, seed=1),
         stylex=StylExConfig(channels=16, latent_dim=64, batch_size=8, iterations=12,
                             mapping_layers=2, log_every=2, sample_every=6, checkpoint_every=6),
-        eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16),
+        eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16, wu_images=64),
     )
 
 

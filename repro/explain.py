@@ -7,7 +7,8 @@
    each with fixed per-image noise;
 2. computes the AttFind effect tensor (cached as ``attfind_effects.pt``);
 3. selects coordinates with AttFind, Wu et al. (target class 0, so the list reads "class 1 ->
-   class 0" like AttFind's) and the random floor;
+   class 0" like AttFind's; its statistics over ``EvalConfig.wu_images`` images, styles only,
+   disjoint from the held-out ones: :func:`repro.baselines.wu_images`) and the random floor;
 4. measures the flip rate of each on the held-out images: top-k (mean ± std over repeats) and
    the curve over k = 1..k_max;
 5. judges the same renders with the second observer C' and measures their pixel change
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind
-from repro.baselines import mean_effects, random_attributes, wu_attributes
+from repro.baselines import mean_effects, random_attributes, wu_attributes, wu_images, wu_positive_threshold
 from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import EvalConfig, Profile, TaskConfig
@@ -154,6 +155,10 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         results = load_results(run_dir / RESULTS)
         if results.get("fingerprint") != stamp or results.get("observer_fingerprint") != observer_stamp:
             raise CheckpointError("it was computed from other model, classifier or observer weights")
+        # and the procedure: Wu's image count, AttFind's selection (e.g. its unstable share)
+        if (results.get("wu_images", {}).get("requested") != ev.wu_images
+                or results.get("attfind_config") != config.to_dict()):
+            raise CheckpointError("it was computed with another Wu image count or AttFind selection config")
         attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
         return Explanation(model, classifier, found, held_out, attrs, results)
 
@@ -174,16 +179,18 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                                       progress=progress)
             effects.save(effects_path)
             stamped.write_text(stamp)
-    probs = F.softmax(effects.base_logits, dim=1)
-    # Wu positives: softmax > threshold (the replication's rule); when no image passes it (a weak
-    # classifier, few images) fall back to Wu's own rule, the top 2%, and record that.
-    wu_threshold = ev.wu_threshold
-    if not (probs[:, 0] > wu_threshold).any():
-        wu_threshold = float(torch.quantile(probs[:, 0], 0.98)) - 1e-6
+    # Wu: styles and class probabilities of ev.wu_images images (no effect tensor: Wu has no
+    # unstable filter, that is AttFind's step 3); positives: softmax > threshold (the replication's
+    # rule), or, when no image passes it, Wu's own top 2% (recorded in wu_threshold_used).
+    # mean_effect: AttFind's effect tensor on its own images, a diagnostic the ranking never reads.
+    with timed() as t_wu:
+        wu_set = wu_images(model, classifier, task, ev)
+        wu_threshold = wu_positive_threshold(wu_set.probs, ev.wu_threshold, target_class=0)
+        wu = wu_attributes(wu_set.styles, wu_set.probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
+                           style_dims=G.style_dims, effect=effects.effect)
     attrs = {
         "attfind": run_attfind(effects, config),
-        "wu": wu_attributes(flat.cpu(), probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
-                            style_dims=G.style_dims, effect=effects.effect),
+        "wu": wu,
         # one fixed draw for the figures; the flip rate redraws per repeat (below)
         "random": random_attributes(G.num_styles, ev.k_max, seed=ev.seed, style_dims=G.style_dims),
     }
@@ -230,9 +237,15 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
         "attfind_config": config.to_dict(), "wu_threshold_used": wu_threshold, "num_styles": G.num_styles, "style_dims": G.style_dims,
+        "wu_images": {**wu_set.record(), "n_positives": wu.details["num_positives"]},
+        # AttFind's unstable-image filter: the authors' 750 of 2 x 2 x 5,760 entries as a share of 4S
+        "attfind_unstable": {"share": config.unstable_max_share,
+                             "max_count": attrs["attfind"].details["unstable_max_count"],
+                             "entries_per_image": attrs["attfind"].details["unstable_entries_per_image"],
+                             "n_unstable": len(attrs["attfind"].details["unstable_images"])},
         # flip_rates: the flip rates with the recorder riding along; observer_extra: the single-attribute
         # passes and the reconstructions, which only the observer measures add
-        "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"] - t_single,
+        "seconds": {"effects": t_eff["seconds"], "wu": t_wu["seconds"], "flip_rates": t_flip["seconds"] - t_single,
                     "observer_extra": t_single + t_rec["seconds"]},
         "observer_fingerprint": observer_stamp, "observer": observer_info,
         "methods": methods,
