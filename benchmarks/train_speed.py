@@ -63,6 +63,7 @@ def run_one(profile_name: str, mode: str, iterations: int, device: str, precisio
         train_stylex(mode, data, config, classifier, Path(tmp) / mode, device=device, progress=False)
         wall = time.perf_counter() - t0
         log = [json.loads(line) for line in (Path(tmp) / mode / "log.jsonl").read_text().splitlines()]
+        lpips = json.loads((Path(tmp) / mode / "metadata.json").read_text()).get("lpips")
     secs = [rec["sec_per_iter"] for rec in log][2:] or [rec["sec_per_iter"] for rec in log]
     mean = statistics.fmean(secs)
     out = {
@@ -74,6 +75,7 @@ def run_one(profile_name: str, mode: str, iterations: int, device: str, precisio
         "images_per_s": round(config.batch_size / mean, 2), "wall_seconds": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(),
+        "lpips": lpips,  # e.g. "unavailable (...)": the LPIPS term was left out of these iterations
     }
     if dev.type == "cuda":
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)

@@ -19,6 +19,14 @@ The algorithm has two halves with very different costs:
    ``(direction, index)`` pairs that reads as "directions that move class 1 to class 0" (apply
    the other direction to move class 0 to 1).
 
+**Screened AttFind** (:func:`screened_attfind`, an option; exact AttFind is the default) renders
+fewer edits: one forward and backward pass per image estimates every edit's effect to first order
+(:func:`first_order_effects`: the gradient of each logit with respect to the styles times the
+edit's shift), only each image's most promising share of its 2S edits is rendered (the others
+keep the estimate), and every coordinate the selection picks, or ranks among the few next best
+at a greedy step, is then rendered for all images before the selection runs again, until it
+chooses among exact columns only. Share 1 is exact AttFind, bit for bit.
+
 Every render uses the fixed per-image noise it is given; images are clamped to [-1, 1] before
 the classifier, as the authors' ``call_synthesis`` does.
 
@@ -28,11 +36,15 @@ Typical use (``style_range`` and ``flatten_styles`` from :mod:`repro.stylespace`
     smin, smax = style_range(flatten_styles(conv))
     effects = compute_effects(G, classifier, conv, rgb, noise, smin, smax)
     attributes = run_attfind(effects, PRESETS["authors"])
+    # or, rendering about a seventh of the edits (benchmarks/attfind_screened.py):
+    attributes, effects = screened_attfind(G, classifier, conv, rgb, noise, smin, smax, PRESETS["authors"])
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -177,6 +189,12 @@ class EffectResult:
         style_min / style_max: [S] the targets used.
         computed: bool [S], which coordinates were computed (all unless ``coords`` was given).
         shift_size: the shift used.
+        exact: screened effects only (None: every computed entry was rendered): bool [N, 2, S],
+            the entries that are exact (rendered, or null edits); the others hold the screen's
+            fill (the first-order estimate, or 0).
+        screen: screened effects only: how they were made (share, ranking logit, fill,
+            candidates = N x 2 x computed coordinates, renders made, verification rounds and
+            the coordinates verified, seconds of the gradient pass).
     """
 
     effect: torch.Tensor
@@ -186,6 +204,8 @@ class EffectResult:
     style_max: torch.Tensor | None = None
     computed: torch.Tensor | None = None
     shift_size: float = 1.0
+    exact: torch.Tensor | None = None
+    screen: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         n, two, s, c = self.effect.shape
@@ -195,6 +215,8 @@ class EffectResult:
             raise ValueError(f"base_logits must be [{n}, 2], got {tuple(self.base_logits.shape)}")
         if self.style_dims is not None and sum(self.style_dims) != s:
             raise ValueError(f"style_dims sum to {sum(self.style_dims)} but effect has S = {s}")
+        if self.exact is not None and tuple(self.exact.shape) != (n, 2, s):
+            raise ValueError(f"exact must be [{n}, 2, {s}], got {tuple(self.exact.shape)}")
 
     @property
     def num_images(self) -> int:
@@ -226,6 +248,10 @@ class EffectResult:
 _CPU_PASS_BYTES = 8 * 2 ** 20
 
 
+# Synthesis states (and the edited layer's conv output) of one chunk of images: at most this much.
+_STATE_BYTES = 2 ** 30
+
+
 def _rows_per_pass(G: Generator, device: torch.device, batch_size: int) -> int:
     """Edit renders per generator pass: ``batch_size``, capped on CPU so that one activation
     [rows, channels, resolution, resolution] (float32) stays within ``_CPU_PASS_BYTES``."""
@@ -254,12 +280,106 @@ def _coordinate_mask(coords: Iterable[int] | None, num_styles: int) -> torch.Ten
 # ---------------------------------------------------------------------------------------------
 # The effect tensor
 
+class _EffectRenderer:
+    """The batched renderer behind :func:`compute_effects`: renders any set of effect entries.
+
+    Built once per generator, classifier and image set (styles and fixed noise on the generator's
+    device, the base renders' logits in ``base_logits``); :meth:`render` renders the entries of a
+    bool mask [N, 2, S] and writes their logit changes into an effect tensor. The exact path
+    renders every computed entry in one call; screening renders a chosen few, then the columns
+    its selection picked.
+    """
+
+    def __init__(self, G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                 rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None, style_min: torch.Tensor,
+                 style_max: torch.Tensor, shift_size: float, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(G, Generator):
+            raise TypeError(f"compute_effects needs a repro.networks.Generator, got {type(G).__name__}")
+        self.G, self.classifier = G, classifier
+        self.conv, self.rgb, self.noise, self.device = prepare_inputs(G, conv_styles, rgb_styles, noise)
+        self.n_images = self.conv[0].shape[0]
+        self.dims = [c.shape[1] for c in self.conv]
+        self.num_styles = sum(self.dims)
+        self.offsets = [int(o) for o in np.cumsum([0, *self.dims])]
+        self.smin, self.smax = check_range(style_min, style_max, self.num_styles, self.device, self.conv[0].dtype)
+        self.shift_size, self.batch_size = float(shift_size), batch_size
+        self.rows_per_pass = _rows_per_pass(G, self.device, batch_size)
+        # images whose synthesis states (and the edited layer's conv output) fit in _STATE_BYTES
+        state_bytes = 4 * G.channels * sum(2 * l.resolution ** 2 for l in G.layers)
+        self.max_chunk = max(1, _STATE_BYTES // state_bytes)
+        with eval_mode(G, classifier), torch.inference_mode():
+            self.synthesis = InferenceSynthesis(G)
+            self.classify = fast_classifier(classifier)
+            base_images = torch.cat([self.synthesis.synthesis([c[part] for c in self.conv], [r[part] for r in self.rgb],
+                                                              [t[part] for t in self.noise])
+                                     for part in _slices(self.n_images, self.rows_per_pass)])
+            self.base_logits = torch.zeros(self.n_images, 2, device=self.device)
+            for part in _slices(self.n_images, batch_size):
+                self.base_logits[part] = self.classify(base_images[part])
+
+    def render(self, mask: torch.Tensor, effect: torch.Tensor, bar: Any = None) -> int:
+        """Render the entries of ``mask`` (bool [N, 2, S] on the device) and write each one's logit
+        change into ``effect`` ([N, 2, S, 2] on the device); null edits are not rendered (their
+        effect is exactly 0, as in the reference). Returns the number of renders.
+
+        Images go in chunks sized so that the mean edits per image of the busiest layer fill a
+        classifier batch (every computed entry: the exact path's chunks), capped by the memory
+        their synthesis states take. Rows run image-major, then direction, then channel."""
+        n_images, dims, offsets = self.n_images, self.dims, self.offsets
+        rows_per_image = torch.stack([mask[:, :, offsets[l]:offsets[l + 1]].sum(dim=(1, 2)) for l in range(len(dims))], 1)
+        max_rows = math.ceil(float(rows_per_image.double().mean(0).max()))
+        image_chunk = max(1, min(n_images, self.batch_size // max(1, max_rows), self.max_chunk))
+        renders = 0
+        with eval_mode(self.G, self.classifier), torch.inference_mode():
+            for start in range(0, n_images, image_chunk):
+                stop = min(start + image_chunk, n_images)
+                n = stop - start
+                if not mask[start:stop].any():
+                    if bar is not None:
+                        bar.update(n * len(dims))
+                    continue
+                conv_c, rgb_c = [c[start:stop] for c in self.conv], [r[start:stop] for r in self.rgb]
+                noise_c = [t[start:stop] for t in self.noise]
+                _, states = self.synthesis.synthesis(conv_c, rgb_c, noise_c, return_states=True)
+                for layer in range(len(dims)):
+                    image, direction, channel = torch.nonzero(mask[start:stop, :, offsets[layer]:offsets[layer + 1]],
+                                                              as_tuple=True)
+                    flat = channel + offsets[layer]
+                    current = conv_c[layer][image, channel]
+                    value = edit_values(current, edit_targets(direction, flat, self.smin, self.smax), self.shift_size)
+                    # a null edit (the image holds the target already: with style_range targets, one
+                    # image per coordinate and direction) renders the base image; its effect stays 0
+                    moved = value != current
+                    image, direction, channel, flat, value = (t[moved] for t in (image, direction, channel, flat, value))
+                    if len(image):
+                        images = self.synthesis.render_edits(layer, states[layer], conv_c, rgb_c, noise_c, image,
+                                                             channel, value, rows_per_pass=self.rows_per_pass)
+                        for rows in _slices(len(image), self.batch_size):
+                            img_i = image[rows] + start
+                            effect[img_i, direction[rows], flat[rows]] = (self.classify(images[rows])
+                                                                          - self.base_logits[img_i])
+                        renders += len(image)
+                    if bar is not None:
+                        bar.update(n)
+        return renders
+
+    def result(self, effect: torch.Tensor, computed: torch.Tensor, exact: torch.Tensor | None = None,
+               screen: dict[str, Any] | None = None) -> EffectResult:
+        return EffectResult(effect.cpu().clone(), self.base_logits.cpu().clone(), list(self.dims),
+                            self.smin.float().cpu().clone(), self.smax.float().cpu().clone(), computed.clone(),
+                            self.shift_size, None if exact is None else exact.cpu().clone(),
+                            None if screen is None else dict(screen))
+
+
 def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
                     rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
                     style_min: torch.Tensor, style_max: torch.Tensor, *, shift_size: float = 1.0,
                     batch_size: int = 256, coords: Iterable[int] | None = None,
-                    progress: bool | None = True) -> EffectResult:
-    """The AttFind effect tensor, batched (the fast path).
+                    progress: bool | None = True, screen: float | None = None,
+                    screen_logit: int | None = None, screen_fill: str = "estimate") -> EffectResult:
+    """The AttFind effect tensor, batched (the fast path); exact unless ``screen`` is given.
 
     Args:
         G: a ``repro.networks.Generator``.
@@ -272,6 +392,17 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
             most this many rows (fewer on CPU, see :func:`_rows_per_pass`).
         coords: flat indices to compute (default: all); the others stay 0 in the result.
         progress: tqdm bar over images x layers (None: the REPRO_PROGRESS default).
+        screen: None (the default): every entry is rendered. A share in (0, 1]: **screened**
+            effects (:func:`first_order_effects` everywhere, and per image only the
+            ``ceil(screen * 2S)`` entries with the largest |estimate| on ``screen_logit`` are
+            rendered and replace their estimate); ``result.exact`` marks the rendered entries.
+            Share 1 gives the exact tensor bit for bit. Use :func:`screened_attfind` for AttFind
+            with screening: it also renders every coordinate its selection picks.
+        screen_logit: the logit whose estimate ranks an image's entries: None, the other class
+            than the image's prediction (the one two-class selection raises on it), or 0 / 1 for
+            every image (``one-vs-all`` selects on logit 0).
+        screen_fill: what the entries screening does not render hold: ``estimate`` (their
+            first-order estimate) or ``zero``.
 
     Returns:
         :class:`EffectResult` whose ``effect[n, d, i, c]`` (float32, CPU, [N, 2, S, 2]) is
@@ -287,63 +418,127 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
     of the chunk, both directions, every selected channel) fill a classifier batch. Edits that
     leave the style unchanged are not rendered: their effect is exactly 0, as in the reference.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not isinstance(G, Generator):
-        raise TypeError(f"compute_effects needs a repro.networks.Generator, got {type(G).__name__}")
-    conv, rgb, noise_t, device = prepare_inputs(G, conv_styles, rgb_styles, noise)
-    n_images = conv[0].shape[0]
-    dims = [c.shape[1] for c in conv]
-    num_styles = sum(dims)
-    offsets = np.cumsum([0, *dims])
-    smin, smax = check_range(style_min, style_max, num_styles, device, conv[0].dtype)
-    computed = _coordinate_mask(coords, num_styles)
-    layer_channels = [torch.nonzero(computed[offsets[l]:offsets[l + 1]]).flatten().to(device)
-                      for l in range(len(dims))]
-    max_rows = max(2 * len(ch) for ch in layer_channels)
-    image_chunk = max(1, min(n_images, batch_size // max(1, max_rows)))
-    rows_per_pass = _rows_per_pass(G, device, batch_size)
+    renderer = _EffectRenderer(G, classifier, conv_styles, rgb_styles, noise, style_min, style_max, shift_size,
+                               batch_size)
+    computed = _coordinate_mask(coords, renderer.num_styles)
+    n_images, num_styles = renderer.n_images, renderer.num_styles
+    bar = tqdm(total=n_images * len(renderer.dims), desc="AttFind effects" + (" (screened)" if screen else ""),
+               unit="img-layer", enabled=progress_enabled(progress))
+    try:
+        if screen is None:
+            effect = torch.zeros(n_images, 2, num_styles, 2, device=renderer.device)  # filled on the device, copied once
+            renderer.render(computed.to(renderer.device).expand(n_images, 2, num_styles), effect, bar)
+            return renderer.result(effect, computed)
+        effect, exact, info = _screened_effects(renderer, computed, screen, screen_logit, screen_fill, bar)
+        return renderer.result(effect, computed, exact, info)
+    finally:
+        bar.close()
 
-    effect = torch.zeros(n_images, 2, num_styles, 2, device=device)  # filled on the device, copied once
-    base_logits = torch.zeros(n_images, 2, device=device)
-    bar = tqdm(total=n_images * len(dims), desc="AttFind effects", unit="img-layer",
-               enabled=progress_enabled(progress))
-    with eval_mode(G, classifier), torch.inference_mode():
-        synthesis = InferenceSynthesis(G)
-        classify_fast = fast_classifier(classifier)
-        base_images = torch.cat([synthesis.synthesis([c[part] for c in conv], [r[part] for r in rgb],
-                                                     [t[part] for t in noise_t])
-                                 for part in _slices(n_images, rows_per_pass)])
+
+# ---------------------------------------------------------------------------------------------
+# Screening: a first-order estimate of every entry, exact renders of the most promising
+
+SCREEN_FILLS = ("estimate", "zero")
+# The defaults of screened_attfind: render each image's top tenth of its 2S candidate edits, and
+# verify the pick and the 3 next best coordinates of every greedy step (benchmarks/attfind_screened.py).
+SCREEN_SHARE = 0.1
+SCREEN_RUNNERS_UP = 3
+
+
+def _first_order(G: Generator, classifier: nn.Module, conv: Sequence[torch.Tensor], rgb: Sequence[torch.Tensor],
+                 noise: Sequence[torch.Tensor], smin: torch.Tensor, smax: torch.Tensor, shift_size: float,
+                 batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(estimate [N, 2, S, 2], moved [N, 2, S]) on the inputs' device (prepared by
+    :func:`repro.inference.prepare_inputs`); see :func:`first_order_effects`. ``moved`` is False
+    for a null edit (the coordinate holds its target already)."""
+    n_images, device = conv[0].shape[0], conv[0].device
+    # normal tensors, also when the inputs are inference tensors (styles made under inference_mode)
+    with eval_mode(G, classifier), torch.inference_mode(False), torch.enable_grad():
+        flat = torch.cat(conv, 1).clone()[:, None, :]
+        value = edit_values(flat, torch.stack([smin, smax]).clone()[None], shift_size)
+        delta, moved = value - flat, value != flat  # [N, 2, S]: each edit's shift of its coordinate
+        grads = torch.empty(n_images, 2, flat.shape[2], device=device)  # [N, logit, S]
         for part in _slices(n_images, batch_size):
-            base_logits[part] = classify_fast(base_images[part])
-        for start in range(0, n_images, image_chunk):
-            stop = min(start + image_chunk, n_images)
-            n = stop - start
-            conv_c, rgb_c = [c[start:stop] for c in conv], [r[start:stop] for r in rgb]
-            noise_c = [t[start:stop] for t in noise_t]
-            _, states = synthesis.synthesis(conv_c, rgb_c, noise_c, return_states=True)
-            for layer, channels in enumerate(layer_channels):
-                m = len(channels)
-                # rows: image-major, then direction, then channel
-                image = torch.arange(n, device=device).repeat_interleave(2 * m)
-                direction = torch.arange(2, device=device).repeat_interleave(m).repeat(n)
-                channel = channels.repeat(2 * n)
-                flat = channel + int(offsets[layer])
-                current = conv_c[layer][image, channel]
-                value = edit_values(current, edit_targets(direction, flat, smin, smax), shift_size)
-                # a null edit (the image holds the target already: with style_range targets, one
-                # image per coordinate and direction) renders the base image; its effect stays 0
-                moved = value != current
-                image, direction, channel, flat, value = (t[moved] for t in (image, direction, channel, flat, value))
-                images = synthesis.render_edits(layer, states[layer], conv_c, rgb_c, noise_c, image, channel, value,
-                                                rows_per_pass=rows_per_pass)
-                for rows in _slices(len(image), batch_size):
-                    img_i = image[rows] + start
-                    effect[img_i, direction[rows], flat[rows]] = classify_fast(images[rows]) - base_logits[img_i]
-                bar.update(n)
-    bar.close()
-    return EffectResult(effect.cpu().clone(), base_logits.cpu().clone(), dims, smin.float().cpu().clone(),
-                        smax.float().cpu().clone(), computed, float(shift_size))
+            styles = [c[part].clone().requires_grad_(True) for c in conv]
+            logits = classify(classifier, G.synthesis(styles, [r[part].clone() for r in rgb],
+                                                      [t[part].clone() for t in noise]))
+            for c in (0, 1):
+                grad = torch.autograd.grad(logits[:, c].sum(), styles, retain_graph=c == 0)
+                grads[part, c] = torch.cat(grad, 1).detach()
+        estimate = delta[:, :, :, None] * grads.transpose(1, 2)[:, None]  # [N, 2, S, 2]
+        return torch.where(moved[..., None], estimate, torch.zeros((), device=device)), moved
+
+
+def first_order_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                        rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                        style_min: torch.Tensor, style_max: torch.Tensor, *, shift_size: float = 1.0,
+                        batch_size: int = 32) -> torch.Tensor:
+    """First-order estimate of the whole effect tensor from one backward pass per image and logit.
+
+    ``estimate[n, d, i, c] = d logit_c / d s_i (image n) * (edit_values(s_i, target_d_i) - s_i)``:
+    the gradient of each class logit with respect to the styles (through ``G.synthesis`` and
+    :func:`repro.inference.classify`, clamp included, in eval mode, with the images' fixed noise)
+    times the shift that edit makes. Null edits are exactly 0, as in the effect tensor.
+    Returns float32 CPU [N, 2, S, 2], the layout of :attr:`EffectResult.effect`; ``batch_size``
+    images per forward / backward pass.
+    """
+    if not isinstance(G, Generator):
+        raise TypeError(f"first_order_effects needs a repro.networks.Generator, got {type(G).__name__}")
+    conv, rgb, noise_t, device = prepare_inputs(G, conv_styles, rgb_styles, noise)
+    smin, smax = check_range(style_min, style_max, sum(c.shape[1] for c in conv), device, conv[0].dtype)
+    return _first_order(G, classifier, conv, rgb, noise_t, smin, smax, float(shift_size), batch_size)[0].cpu()
+
+
+def _check_screen(screen: float, fill: str) -> None:
+    if isinstance(screen, bool) or not isinstance(screen, (int, float)) or not 0.0 < screen <= 1.0:
+        raise ValueError(f"screen is the share of each image's 2S candidate edits rendered exactly: a number in "
+                         f"(0, 1], got {screen!r} (None renders every one)")
+    if fill not in SCREEN_FILLS:
+        raise ValueError(f"screen_fill must be one of {SCREEN_FILLS}, got {fill!r}")
+
+
+def _screen_mask(estimate: torch.Tensor, base_logits: torch.Tensor, computed: torch.Tensor, share: float,
+                 logit: int | None) -> torch.Tensor:
+    """bool [N, 2, S]: per image the ``ceil(share * 2S')`` computed entries (S' computed coordinates)
+    with the largest |estimate| on the ranking logit (``logit``, or the other class than the image's)."""
+    n_images, _, num_styles, _ = estimate.shape
+    device = estimate.device
+    candidates = computed.to(device).expand(n_images, 2, num_styles)
+    total = 2 * int(computed.sum())
+    k = min(total, math.ceil(share * total - 1e-9))  # 0.3 x 10 is 3.0000000000000004 in floats
+    if k >= total:
+        return candidates.clone()
+    cls = (1 - base_logits.argmax(1)) if logit is None else torch.full((n_images,), int(logit), device=device)
+    score = estimate.gather(3, cls.view(-1, 1, 1, 1).expand(n_images, 2, num_styles, 1)).squeeze(3).abs()
+    score = score.masked_fill(~candidates, -1.0)
+    top = score.flatten(1).topk(k, dim=1).indices
+    mask = torch.zeros(n_images, 2 * num_styles, dtype=torch.bool, device=device)
+    return mask.scatter_(1, top, True).view(n_images, 2, num_styles)
+
+
+def _screened_effects(renderer: _EffectRenderer, computed: torch.Tensor, share: float, logit: int | None,
+                      fill: str, bar: Any = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """(effect, exact, record) on the device: the screen of :func:`compute_effects`."""
+    _check_screen(share, fill)
+    if logit not in (None, 0, 1):
+        raise ValueError(f"screen_logit must be None (the other class), 0 or 1, got {logit!r}")
+    start = time.perf_counter()
+    estimate, moved = _first_order(renderer.G, renderer.classifier, renderer.conv, renderer.rgb, renderer.noise,
+                                   renderer.smin, renderer.smax, renderer.shift_size)
+    on = computed.to(renderer.device)
+    estimate[:, :, ~on] = 0
+    if renderer.device.type == "cuda":
+        torch.cuda.synchronize(renderer.device)
+    gradient_seconds = time.perf_counter() - start
+    mask = _screen_mask(estimate, renderer.base_logits, computed, share, logit)
+    effect = estimate if fill == "estimate" else torch.zeros_like(estimate)
+    renders = renderer.render(mask, effect, bar)
+    exact = (mask | ~moved) & on  # null edits are exact (0) without a render
+    record = {"share": float(share), "logit": "other" if logit is None else int(logit), "fill": fill,
+              "candidates": renderer.n_images * 2 * int(computed.sum()), "screened_renders": renders,
+              "renders": renders, "rounds": 0, "verified_coordinates": [],
+              "gradient_seconds": round(gradient_seconds, 4)}
+    return effect, exact, record
 
 
 def compute_effects_reference(G: nn.Module, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
@@ -423,8 +618,12 @@ def filter_unstable(effect: torch.Tensor | np.ndarray, threshold: float = 2.0,
 
 
 def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, cap: float,
-            check: CoordinateCheck | None) -> tuple[list[int], list[float]]:
+            check: CoordinateCheck | None, contenders: set[int] | None = None,
+            runners_up: int = 0) -> tuple[list[int], list[float]]:
     """Spec step 5 on the given images; returns flat picks into [2S] and each pick's mean gain.
+
+    ``contenders`` (screening's verification): a set that collects, at every step, the
+    coordinate index of the pick and of the ``runners_up`` next best columns with a positive mean.
 
     Deviations only where the notebook degenerates: it stops when no image is left under the
     cap (the notebook would take the mean of an empty set, get NaN and return index 0; the
@@ -446,6 +645,9 @@ def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, 
         means = E[remaining].mean(axis=0)
         means[~available] = -np.inf
         nxt = int(np.argmax(means))
+        if contenders is not None:
+            top = np.argsort(-means, kind="stable")[:1 + runners_up]
+            contenders.update(int(p) % num_styles for p in top if means[p] > 0)
         if not means[nxt] > 0:
             break
         available[nxt] = False
@@ -460,14 +662,17 @@ def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, 
 
 
 def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: AttFindConfig,
-                    check: CoordinateCheck | None) -> tuple[list[int], list[float]]:
+                    check: CoordinateCheck | None, contenders: set[int] | None = None,
+                    runners_up: int = 0) -> tuple[list[int], list[float]]:
     """The notebook's ``find_significant_styles_image_fraction`` on the given images.
 
     Counts, per (direction, coordinate), the images whose class-``cls`` logit rises by more than
     ``effect_threshold``; walks the 2 x ``num_indices`` highest counts, stops at the first count
     below ``min_changed_images_fraction`` x (number of images), skips coordinates the check
     rejects. Ties in the count go to the higher flat index (the notebook's reversed argsort,
-    made stable). The "gain" reported is the fraction of images moved.
+    made stable). The "gain" reported is the fraction of images moved. ``contenders`` collects
+    the coordinates of every column whose count reaches that of the ``runners_up``-th column after
+    the last one walked (ties included).
     """
     num_styles = effect.shape[2]
     if len(images) == 0:
@@ -476,7 +681,8 @@ def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: At
     order = np.argsort(counts, kind="stable")[::-1]
     picks: list[int] = []
     gains: list[float] = []
-    for flat in order[:2 * config.num_indices]:
+    walked = 0
+    for walked, flat in enumerate(order[:2 * config.num_indices]):
         if counts[flat] < config.min_changed_images_fraction * len(images):
             break
         if check is not None and not check(effect, cls, int(flat) % num_styles, images):
@@ -485,6 +691,10 @@ def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: At
         gains.append(float(counts[flat]) / len(images))
         if len(picks) == config.num_indices:
             break
+    if contenders is not None and len(order):
+        # ties in the count are common (integers): every column tied with the runners-up contends
+        bar = max(1, counts[order[min(walked + runners_up, len(order) - 1)]])
+        contenders.update(int(p) % num_styles for p in np.nonzero(counts >= bar)[0])
     return picks, gains
 
 
@@ -497,16 +707,24 @@ def _check_num_indices(config: AttFindConfig, num_styles: int) -> None:
                          f"(the presets use 8 or 10)")
 
 
+def _check_discriminator(config: AttFindConfig, check: CoordinateCheck | None) -> None:
+    if config.discriminator_threshold is not None and check is None:
+        raise ValueError("config.discriminator_threshold is set: pass check=, a CoordinateCheck that applies "
+                         "the discriminator filter with that threshold (none is built in)")
+
+
 def _select(effect: np.ndarray, base_logits: np.ndarray, cls: int, config: AttFindConfig,
-            images: np.ndarray | None, check: CoordinateCheck | None) -> tuple[list[tuple[int, int]], list[float]]:
+            images: np.ndarray | None, check: CoordinateCheck | None, contenders: set[int] | None = None,
+            runners_up: int = 0) -> tuple[list[tuple[int, int]], list[float]]:
     num_styles = effect.shape[2]
     _check_num_indices(config, num_styles)
     if images is None:
         images = np.nonzero(np.argmax(base_logits, axis=1) == 1 - cls)[0]
     if config.variant == "image-fraction":
-        picks, gains = _image_fraction(effect, images, cls, config, check)
+        picks, gains = _image_fraction(effect, images, cls, config, check, contenders, runners_up)
     else:
-        picks, gains = _greedy(effect, images, cls, config.num_indices, config.image_effect_cap, check)
+        picks, gains = _greedy(effect, images, cls, config.num_indices, config.image_effect_cap, check,
+                               contenders, runners_up)
     return [(p // num_styles, p % num_styles) for p in picks], gains
 
 
@@ -573,9 +791,7 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
     ``config.discriminator_threshold`` is set.
     """
     config = config or AttFindConfig()
-    if config.discriminator_threshold is not None and check is None:
-        raise ValueError("config.discriminator_threshold is set: pass check=, a CoordinateCheck that applies "
-                         "the discriminator filter with that threshold (none is built in)")
+    _check_discriminator(config, check)
     _check_num_indices(config, int(effect_result.effect.shape[2]))  # before any work
     unstable_limit = config.unstable_limit(int(effect_result.effect.shape[2]))
     effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, unstable_limit)
@@ -599,7 +815,87 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
         details["class_0"] = [list(p) for p in sel0]
         details["class_1"] = [list(p) for p in sel1]
     mean_effect = [(float(effect[:, d, i, 0].mean()), float(effect[:, 1 - d, i, 1].mean())) for d, i in pairs]
+    if effect_result.screen is not None:
+        details["screen"] = dict(effect_result.screen)
     layers = channels = None
     if effect_result.style_dims is not None:
         layers, channels = decode_indices(pairs, effect_result.style_dims)
     return Attributes("attfind", pairs, scores, mean_effect, layers, channels, config.to_dict(), details)
+
+
+def _contenders(result: EffectResult, config: AttFindConfig, check: CoordinateCheck | None,
+                runners_up: int) -> set[int]:
+    """The coordinates the selection on ``result`` picks, vetoes or ranks among the ``runners_up``
+    next best at any step (per class, as :func:`run_attfind` selects)."""
+    effect, _ = filter_unstable(result.effect, config.unstable_threshold, config.unstable_max_count)
+    base = _as_numpy(result.base_logits)
+    found: set[int] = set()
+    if config.variant == "one-vs-all":
+        _select(effect, base, 0, config, np.arange(effect.shape[0]), check, found, runners_up)
+    else:
+        for cls in (0, 1):
+            _select(effect, base, cls, config, None, check, found, runners_up)
+    return found
+
+
+def screened_attfind(G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
+                     rgb_styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor] | None,
+                     style_min: torch.Tensor, style_max: torch.Tensor, config: AttFindConfig | None = None, *,
+                     screen: float = SCREEN_SHARE, runners_up: int = SCREEN_RUNNERS_UP, fill: str = "estimate",
+                     batch_size: int = 256, check: CoordinateCheck | None = None,
+                     progress: bool | None = True) -> tuple[Attributes, EffectResult]:
+    """AttFind with screened effects: (attributes, the effect tensor they were selected on).
+
+    1. **Screen** (:func:`compute_effects` with ``screen``): one forward and one backward pass
+       per image and logit give the first-order estimate of all 2S candidate edits of every
+       image (:func:`first_order_effects`); per image the ``ceil(screen * 2S)`` candidates with
+       the largest |estimate| on the logit the selection raises on that image (the other class;
+       logit 0 for ``one-vs-all``) are rendered exactly. The rest keep their estimate (``fill``
+       ``estimate``, the default: a coordinate that moves many images a little, each time below
+       their top candidates, can still rank on its estimates and is then verified) or 0
+       (``zero``: only rendered entries count).
+    2. **Verify** (the margin): the authors' selection (:func:`run_attfind`'s, with ``config``)
+       runs on that tensor; at every greedy step the pick and the ``runners_up`` next best
+       coordinates (vetoed ones included) are collected, and every such coordinate whose column
+       is not exact yet is rendered for all images and both directions. Repeat until all of them
+       are exact, then select. Each greedy step then chooses among exact columns: the picks, their
+       scores and mean effects come from exact renders, and the choice is exact AttFind's (up to
+       ties) unless the exact winner of a step is a column that screening left below the
+       ``runners_up`` next best (its unrendered entries' fill too low).
+
+    ``screen`` 1.0 renders everything: the exact effect tensor, bit for bit, and exact AttFind.
+    ``result.exact`` marks the exact entries; ``result.screen`` (also
+    ``attributes.details["screen"]``) records the share, the renders made (``renders``, against
+    ``candidates`` = N x 2S), the rounds and the coordinates verified. The shift size is
+    ``config.shift_size``. Measured against exact AttFind in ``benchmarks/attfind_screened.py``.
+    """
+    config = config or AttFindConfig()
+    _check_discriminator(config, check)
+    if runners_up < 0:
+        raise ValueError(f"runners_up must be >= 0, got {runners_up}")
+    renderer = _EffectRenderer(G, classifier, conv_styles, rgb_styles, noise, style_min, style_max, config.shift_size,
+                               batch_size)
+    _check_num_indices(config, renderer.num_styles)
+    computed = _coordinate_mask(None, renderer.num_styles)
+    bar = tqdm(total=renderer.n_images * len(renderer.dims), desc="AttFind effects (screened)", unit="img-layer",
+               enabled=progress_enabled(progress))
+    try:
+        logit = 0 if config.variant == "one-vs-all" else None
+        effect, exact, record = _screened_effects(renderer, computed, screen, logit, fill, bar)
+        record["runners_up"] = int(runners_up)
+        while True:
+            result = renderer.result(effect, computed, exact, record)
+            todo = sorted(i for i in _contenders(result, config, check, runners_up)
+                          if not bool(result.exact[:, :, i].all()))
+            if not todo:
+                return run_attfind(result, config, check=check), result
+            columns = torch.as_tensor(todo, device=renderer.device)
+            mask = torch.zeros_like(exact)
+            mask[:, :, columns] = ~exact[:, :, columns]
+            bar.total += renderer.n_images * len(renderer.dims)
+            record["renders"] += renderer.render(mask, effect, bar)
+            exact[:, :, columns] = True
+            record["rounds"] += 1
+            record["verified_coordinates"] = sorted(record["verified_coordinates"] + todo)
+    finally:
+        bar.close()

@@ -164,6 +164,12 @@ class EvalConfig:
     Parameters:
         attfind_images: images AttFind computes effects on (the authors used 250).
         attfind_preset: ``authors`` or ``replication`` (see ``repro.attfind.PRESETS``).
+        attfind_screen: None (the default): exact AttFind, every one of the N x 2S edits rendered.
+            A share in (0, 1]: screened AttFind (``repro.attfind.screened_attfind``): each image's
+            edits are estimated to first order and only that share (the most promising) is
+            rendered, plus every coordinate the selection picks or ranks as a runner-up. The Wu and
+            random baselines' ``mean_effect`` then read the screened tensor (estimates where
+            nothing was rendered); their flip rates are unaffected.
         k: coordinates edited together for the headline flip rate.
         k_max: the flip-rate curve runs k = 1..k_max.
         curve_ks: the k values of the curve (None: every k in 1..k_max); k is always added.
@@ -177,6 +183,7 @@ class EvalConfig:
 
     attfind_images: int = 128
     attfind_preset: str = "replication"
+    attfind_screen: float | None = None
     k: int = 10
     k_max: int = 20
     curve_ks: list[int] | None = None
@@ -188,6 +195,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat", "wu_images")
+        if self.attfind_screen is not None and not (isinstance(self.attfind_screen, numbers.Real)
+                                                    and not isinstance(self.attfind_screen, bool)
+                                                    and 0.0 < self.attfind_screen <= 1.0):
+            raise ValueError(f"EvalConfig.attfind_screen must be None (exact AttFind) or a share in (0, 1], "
+                             f"got {self.attfind_screen!r}; 0.1 renders a tenth of the edits")
         if not 0.0 < self.wu_threshold < 1.0:
             raise ValueError(f"EvalConfig.wu_threshold must lie strictly between 0 and 1 (a softmax), "
                              f"got {self.wu_threshold!r}; the replication used 0.9")

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind
+from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind, screened_attfind
 from repro.baselines import mean_effects, random_attributes, wu_attributes, wu_images, wu_positive_threshold
 from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
@@ -149,6 +149,8 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     G, ev = model.generator, profile.eval
 
     stamp = _fingerprint(run_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
+    if ev.attfind_screen is not None:  # screened effects depend on the share and the selection that verified them
+        stamp = f"{stamp} screen={ev.attfind_screen} {ev.attfind_preset}"
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
 
     def reuse() -> Explanation:  # the stage's config check: the weights the results were computed from
@@ -175,8 +177,12 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         if not force and effects_path.exists() and stamped.exists() and stamped.read_text() == stamp:
             effects = EffectResult.load(effects_path)
         else:
-            effects = compute_effects(G, classifier, conv, rgb, found.noise, smin, smax,
-                                      progress=progress)
+            if ev.attfind_screen is None:
+                effects = compute_effects(G, classifier, conv, rgb, found.noise, smin, smax,
+                                          progress=progress)
+            else:
+                _, effects = screened_attfind(G, classifier, conv, rgb, found.noise, smin, smax, config,
+                                              screen=ev.attfind_screen, progress=progress)
             effects.save(effects_path)
             stamped.write_text(stamp)
     # Wu: styles and class probabilities of ev.wu_images images (no effect tensor: Wu has no

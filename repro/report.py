@@ -137,6 +137,25 @@ def _attfind_projection(attfind: list[dict[str, Any]]) -> str:
     return " ".join(lines)
 
 
+def _screened_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One row of the screened-AttFind table from an ``attfind_screened.jsonl`` record."""
+    model = r["model"]
+    name = ("fresh (untrained)" if model["kind"] == "fresh"
+            else f"{model.get('run', '?')} ({model.get('mode', '?')}, iteration {model.get('iteration', '?')})")
+    agreement = r.get("agreement", {})
+    flip = agreement.get("flip_rate")
+    return {"device": r["device"], "model": name,
+            "N x S": f"{r['config']['images']} x {r['config']['num_styles']}",
+            "share / runners-up": f"{r['config']['screen']} / {r['config']['runners_up']}",
+            "rendered": f"{100 * r['screened']['renders_share']:.1f}%",
+            "screened eff. renders/s": r["screened"]["effective_renders_per_s"],
+            "exact renders/s": r["exact"]["renders_per_s"], "reference renders/s": r["reference"]["renders_per_s"],
+            "x reference": r["speedup_vs_reference"], "x exact": r["speedup_vs_exact"],
+            "top-10 overlap": f"{agreement['overlap']}/{agreement['of']}" if agreement else "not measured",
+            "flip rate screened / exact": f"{flip['screened']:.3f} / {flip['exact']:.3f}" if flip else "not measured",
+            "load before / after": _load(r), "date": r["date"][:10]}
+
+
 def _gpu_recipe(train: list[dict[str, Any]]) -> str:
     """Projected paper-schedule wall time from the newest CUDA paper-afhq StylEx training records."""
     newest: dict[tuple, dict[str, Any]] = {}
@@ -197,6 +216,15 @@ def benchmark_summary(results: str | Path = "benchmarks/results") -> str:
                  "ratio": r["ratio"], "load before / after": _load(r), "date": r["date"][:10]} for r in attfind]
         parts.append("AttFind effect tensor, newest run per device and model size (`benchmarks/attfind_speed.py`):\n\n"
                      + markdown_table(rows, floatfmt=".1f"))
+    screened = list({(r["device"], r["model"].get("model", r["model"]["kind"]), r["config"]["num_styles"],
+                      r["config"]["images"], r["config"]["screen"]): r
+                     for r in _read_jsonl(results / "attfind_screened.jsonl")}.values())
+    if screened:
+        rows = [_screened_row(r) for r in screened]
+        parts.append("Screened AttFind against exact AttFind on the same model and images, newest run per device, "
+                     "model, size and share (`benchmarks/attfind_screened.py`; effective renders/s = N x 2S edits "
+                     "per wall second; exact = the batched path, reference = one render per edit; flip rates at "
+                     "k = 10 on held-out images, mean over repeats):\n\n" + markdown_table(rows, floatfmt=".1f"))
     # "resumed layer": where the fast path's edited renders start (0: from the constant, e.g. when
     # the stored layer inputs of all images would exceed repro.fliprate's memory cap).
     fliprate = list({(r["device"], r["config"]["resolution"], r["config"]["channels"], r["config"]["ks"]): r

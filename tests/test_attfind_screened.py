@@ -1,0 +1,217 @@
+"""Screened AttFind: the first-order estimate, the screen's renders, verification, and share 1 == exact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from repro.attfind import (AttFindConfig, EffectResult, _greedy, compute_effects, first_order_effects, get_preset,
+                           run_attfind, screened_attfind)
+from repro.stylespace import style_range
+
+
+def tiny_classifier(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    with torch.no_grad():
+        net[-1].weight.mul_(20.0)  # a random-init generator moves images little: amplify the logits
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    from repro.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(32, 8).eval()
+    w = torch.randn(3, 514, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():  # styles made as repro.explain makes them: inference tensors
+        conv, rgb = G.styles(w)
+    noise = G.make_noise(3, generator=torch.Generator().manual_seed(2))
+    smin, smax = style_range(torch.cat(conv, 1))
+    return G, tiny_classifier(), conv, rgb, noise, smin, smax
+
+
+@pytest.fixture(scope="module")
+def exact(tiny_setup):
+    return compute_effects(*tiny_setup, progress=False)
+
+
+CONFIG = AttFindConfig(num_indices=5, effect_threshold=0.1)
+
+
+def test_share_one_is_exact_bit_for_bit(tiny_setup, exact):
+    screened = compute_effects(*tiny_setup, screen=1.0, progress=False)
+    assert torch.equal(screened.effect, exact.effect) and torch.equal(screened.base_logits, exact.base_logits)
+    assert bool(screened.exact.all()) and exact.exact is None and exact.screen is None
+    info = screened.screen
+    assert info["share"] == 1.0 and info["candidates"] == 3 * 2 * exact.num_styles
+    assert info["renders"] == int((exact.effect != 0).any(-1).sum())  # every edit but the null ones
+    for config in (CONFIG, get_preset("authors"), get_preset("authors-one-vs-all"), get_preset("authors-image-fraction")):
+        attrs, result = screened_attfind(*tiny_setup, config, screen=1.0, progress=False)
+        reference = run_attfind(exact, config)
+        assert torch.equal(result.effect, exact.effect)
+        assert attrs.coords == reference.coords and attrs.scores == reference.scores
+        assert attrs.mean_effect == reference.mean_effect
+        assert attrs.details["screen"]["rounds"] == 0 and attrs.details["screen"]["verified_coordinates"] == []
+
+
+def test_share_one_is_exact_with_small_batches_subsets_and_shift(tiny_setup):
+    G, C, conv, rgb, noise, smin, smax = tiny_setup
+    S = sum(c.shape[1] for c in conv)
+    kwargs = dict(shift_size=0.5, batch_size=3, coords=[0, 5, 9, 17, S - 1], progress=False)
+    exact = compute_effects(G, C, conv, rgb, noise, smin, smax, **kwargs)
+    screened = compute_effects(G, C, conv, rgb, noise, smin, smax, screen=1.0, **kwargs)
+    assert torch.equal(screened.effect, exact.effect)
+    assert screened.screen["candidates"] == 3 * 2 * 5
+    assert not screened.exact[:, :, ~exact.computed].any()  # coordinates not computed are 0, not exact
+    half = compute_effects(G, C, conv, rgb, noise, smin, smax, screen=0.5, **kwargs)
+    assert not half.effect[:, :, ~exact.computed].any() and not half.exact[:, :, ~exact.computed].any()
+    assert half.screen["renders"] <= 3 * 5  # half of each image's 2 x 5 candidate edits
+
+
+def test_first_order_estimate_is_the_gradient_times_the_shift(tiny_setup, exact):
+    """For a small shift the first-order estimate is nearly the effect; for the full shift it correlates."""
+    G, C, conv, rgb, noise, smin, smax = tiny_setup
+    small = compute_effects(G, C, conv, rgb, noise, smin, smax, shift_size=0.01, progress=False)
+    est_small = first_order_effects(G, C, conv, rgb, noise, smin, smax, shift_size=0.01)
+    moved = small.effect != 0
+    assert np.corrcoef(small.effect[moved], est_small[moved])[0, 1] > 0.99  # measured 0.998
+    assert float((est_small - small.effect).abs().max()) < 0.2 * float(small.effect.abs().max())  # measured 0.08
+    est = first_order_effects(G, C, conv, rgb, noise, smin, smax)
+    assert est.shape == exact.effect.shape and est.dtype == torch.float32 and est.device.type == "cpu"
+    moved = exact.effect != 0
+    assert np.corrcoef(exact.effect[moved], est[moved])[0, 1] > 0.5  # measured 0.70 (edits to the min / max)
+    assert bool((est[~moved.any(-1)] == 0).all())  # null edits: exactly 0, as in the effect tensor
+
+
+def test_screen_renders_the_top_share_and_fills_the_rest(tiny_setup, exact):
+    G, C, conv, rgb, noise, smin, smax = tiny_setup
+    S = exact.num_styles
+    est = first_order_effects(G, C, conv, rgb, noise, smin, smax)
+    result = compute_effects(*tiny_setup, screen=0.25, progress=False)
+    rendered = result.exact & (exact.effect != 0).any(-1)
+    per_image = int(np.ceil(0.25 * 2 * S))
+    assert bool((result.exact.flatten(1).sum(1) >= per_image).all())
+    assert result.screen["renders"] == int(rendered.sum()) <= 3 * per_image
+    # rendered entries are the exact effects (other batches: float rounding), the rest the estimate
+    torch.testing.assert_close(result.effect[result.exact], exact.effect[result.exact], atol=1e-5, rtol=1e-5)
+    assert torch.equal(result.effect[~result.exact], est[~result.exact])
+    # the rendered ones are each image's largest |estimate| on the other class's logit
+    other = 1 - exact.base_logits.argmax(1)
+    for n in range(3):
+        score = est[n, :, :, other[n]].abs()
+        assert score[rendered[n]].min() >= score[~result.exact[n]].max()
+    zero = compute_effects(*tiny_setup, screen=0.25, screen_fill="zero", progress=False)
+    assert torch.equal(zero.exact, result.exact) and not zero.effect[~zero.exact].any()
+    one_vs_all = compute_effects(*tiny_setup, screen=0.25, screen_logit=0, progress=False)
+    assert one_vs_all.screen["logit"] == 0
+
+
+@pytest.mark.parametrize("preset, missed", [("replication", 0), ("authors", 0), ("authors-one-vs-all", 0),
+                                            ("authors-image-fraction", 1)])
+def test_screened_attfind_verifies_its_picks_and_agrees_with_exact(tiny_setup, exact, preset, missed):
+    """Share 0.25 on the 3-image tiny model: every pick is an exact column, and the top list is
+    exact AttFind's (measured, shares 0.1 to 0.5: the same list for the greedy presets; the
+    image-fraction variant misses 1 of 8 below share 0.5, its counts of 3 images being mostly ties)."""
+    config = dataclasses.replace(get_preset(preset), effect_threshold=0.1)
+    attrs, result = screened_attfind(*tiny_setup, config, screen=0.25, progress=False)
+    reference = run_attfind(exact, config)
+    info = attrs.details["screen"]
+    assert info["renders"] < info["candidates"] and info["runners_up"] == 3
+    picked = {i for key in ("class_0", "class_1") for _, i in attrs.details.get(key, [])}
+    assert picked and all(bool(result.exact[:, :, i].all()) for i in picked)
+    assert set(info["verified_coordinates"]) <= set(range(exact.num_styles))
+    for i in picked:  # verified columns hold the exact effects
+        torch.testing.assert_close(result.effect[:, :, i], exact.effect[:, :, i], atol=1e-5, rtol=1e-5)
+    top, top_ref = attrs.coords[:10], reference.coords[:10]
+    assert len(set(top) & set(top_ref)) >= len(top_ref) - missed
+    if not missed:
+        np.testing.assert_allclose(attrs.scores[:len(top)], reference.scores[:len(top)], atol=1e-5)
+    # with runners_up 0 fewer columns are verified, never more
+    lean, lean_result = screened_attfind(*tiny_setup, config, screen=0.25, runners_up=0, progress=False)
+    assert lean.details["screen"]["renders"] <= info["renders"]
+
+
+def test_contenders_leave_the_greedy_unchanged():
+    rng = np.random.default_rng(0)
+    effect = rng.normal(size=(12, 2, 30, 2))
+    images = np.arange(12)
+    picks, gains = _greedy(effect, images, 0, 6, 1.0, None)
+    found: set[int] = set()
+    picks2, gains2 = _greedy(effect, images, 0, 6, 1.0, None, found, 2)
+    assert picks == picks2 and gains == gains2
+    assert {p % 30 for p in picks} <= found and len(found) <= 3 * len(picks)
+
+
+def test_screened_effects_save_load_and_bad_arguments(tiny_setup, tmp_path):
+    result = compute_effects(*tiny_setup, screen=0.5, progress=False)
+    loaded = EffectResult.load(result.save(tmp_path / "effects.pt"))
+    assert torch.equal(loaded.exact, result.exact) and loaded.screen == result.screen
+    for bad in (0, 0.0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="screen"):
+            compute_effects(*tiny_setup, screen=bad, progress=False)
+    with pytest.raises(ValueError, match="screen_fill"):
+        compute_effects(*tiny_setup, screen=0.5, screen_fill="mean", progress=False)
+    with pytest.raises(ValueError, match="screen_logit"):
+        compute_effects(*tiny_setup, screen=0.5, screen_logit=2, progress=False)
+    with pytest.raises(ValueError, match="runners_up"):
+        screened_attfind(*tiny_setup, runners_up=-1, progress=False)
+    with pytest.raises(ValueError, match="discriminator"):
+        screened_attfind(*tiny_setup, AttFindConfig(discriminator_threshold=0.2), progress=False)
+    with pytest.raises(ValueError, match="exact must be"):
+        EffectResult(result.effect, result.base_logits, exact=torch.ones(3, 2, 2, dtype=torch.bool))
+
+
+def test_eval_config_attfind_screen():
+    from repro.config import EvalConfig
+
+    assert EvalConfig().attfind_screen is None  # exact AttFind stays the default
+    assert EvalConfig(attfind_screen=0.1).attfind_screen == 0.1
+    for bad in (0, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="attfind_screen"):
+            EvalConfig(attfind_screen=bad)
+
+
+def test_explain_with_screened_attfind(tmp_path):
+    """EvalConfig.attfind_screen reaches explain_model: share 1 reproduces exact AttFind's list,
+    a smaller share records its screen; changing it recomputes instead of reusing the results."""
+    import json
+
+    from repro.checkpoint import save_checkpoint
+    from repro.classifier import run_config
+    from repro.config import get_profile
+    from repro.explain import explain_model
+    from repro.networks import build_classifier
+    from repro.training import FINAL, arch_config, build_model
+
+    profile = get_profile("quick", run_root=str(tmp_path / "runs"))
+    task = profile.tasks[0]
+    for data in (task.stylex_data, task.classifier_data):
+        data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
+    arch = arch_config("stylex", 32, profile.stylex)
+    torch.manual_seed(0)
+    save_checkpoint(profile.run_dir(task.name, "stylex") / FINAL,
+                    {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
+    torch.manual_seed(1)
+    run_dir = profile.run_dir(task.name, "classifier")
+    save_checkpoint(run_dir / "classifier.pt", {"model": build_classifier(2, profile.classifier.arch).eval().state_dict(),
+                                                "config": run_config(task.classifier_data, profile.classifier)})
+    (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}) + "\n")
+
+    def explain(screen):
+        profile.eval = dataclasses.replace(profile.eval, attfind_screen=screen, curve_ks=[1, 4], repeats=1)
+        return explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=1).results
+
+    exact = explain(None)["methods"]["attfind"]["attributes"]
+    full = explain(1.0)["methods"]["attfind"]["attributes"]
+    assert full["coords"] == exact["coords"] and full["scores"] == exact["scores"]
+    assert full["details"]["screen"]["share"] == 1.0 and "screen" not in exact["details"]
+    screened = explain(0.3)["methods"]["attfind"]["attributes"]["details"]["screen"]
+    assert screened["share"] == 0.3 and screened["renders"] < screened["candidates"]
