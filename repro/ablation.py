@@ -129,6 +129,19 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
             for r in rows if task is None or r["task"] == task]
 
 
+def copy_samples(profile: Profile, task: TaskConfig, row: str, figures: str | Path) -> Path | None:
+    """The row's last training grid (held-out originals over EMA reconstructions) as
+    ``figures/ablation_<task>_<row>.png``, so the rows can be compared by eye."""
+    import shutil
+
+    grids = sorted((row_dir(profile, task, row) / "samples").glob("iter-*.png"))
+    if not grids:
+        return None
+    dest = Path(figures) / f"ablation_{task.name}_{row}.png"
+    shutil.copyfile(grids[-1], dest)
+    return dest
+
+
 def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablation.json") -> Path:
     """Merge ``records`` (keyed by task and row) into the ablation file, atomically."""
     path = Path(path)

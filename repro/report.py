@@ -285,7 +285,7 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
 
 
 README_CAPTIONS = {
-    "ablation": "**The StylEx recipe, chosen by measurement** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro ablation`): each row one training run of the synth-age stylex model (seed 0) with the settings of `repro.ablation.ROWS`; LPIPS (VGG) and L1 of 512 held-out reconstructions, C's agreement, the second observer C''s accuracy on originals and reconstructions, and the top-10 AttFind / random edits' flip rates of C and C' (C' among images both agreed on) and edit size (max /255).",
+    "ablation": "**The StylEx recipe, chosen by measurement** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro ablation`): each row one training run of the synth-age stylex model (seed 0) with the settings of `repro.ablation.ROWS`; LPIPS (VGG) and L1 of 512 held-out reconstructions; on the 400 held-out images of the flip rate, C's agreement with itself on the reconstructions, the second observer C''s accuracy on originals and reconstructions, and the top-10 AttFind / random edits' flip rates of C and C' (C' among images both agreed on) and edit size (max /255).",
     "fidelity": "**Does an independent observer confirm the explanations?** ([notebook 06](notebooks/06_flip_rate.ipynb)): the top-10 edit of each method, flip rate of C and of the second observer C' (among images both agreed on before the edit) and its size in /255, mean ± std over training seeds.",
     "benchmarks": "**Speed** (run by hand, appended to `benchmarks/results/`; measurements, never pass/fail tests).",
     "classifier_metrics": "**Classifiers** ([notebook 01](notebooks/01_classifier.ipynb)): held-out accuracy of MobileNetV2 trained from scratch.",

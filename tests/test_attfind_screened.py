@@ -189,16 +189,16 @@ def test_explain_with_screened_attfind(tmp_path):
     from repro.config import get_profile
     from repro.explain import explain_model
     from repro.networks import build_classifier
-    from repro.training import FINAL, arch_config, build_model
+    from repro.model import FINAL, StylExArch
 
     profile = get_profile("quick", run_root=str(tmp_path / "runs"))
     task = profile.tasks[0]
     for data in (task.stylex_data, task.classifier_data):
         data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
-    arch = arch_config("stylex", 32, profile.stylex)
+    arch = StylExArch.of("stylex", 32, profile.stylex)
     torch.manual_seed(0)
     save_checkpoint(profile.run_dir(task.name, "stylex") / FINAL,
-                    {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
+                    {"config": arch.to_dict(), "ema": arch.build().state_dict(), "metadata": json.dumps({})})
     torch.manual_seed(1)
     run_dir = profile.run_dir(task.name, "classifier")
     save_checkpoint(run_dir / "classifier.pt", {"model": build_classifier(2, profile.classifier.arch).eval().state_dict(),

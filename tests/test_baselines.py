@@ -86,7 +86,7 @@ def _tiny_run(tmp_path, wu_images: int = 64):
     from repro.checkpoint import save_checkpoint
     from repro.classifier import run_config
     from repro.networks import build_classifier
-    from repro.training import FINAL, arch_config, build_model
+    from repro.model import FINAL, StylExArch
 
     profile = get_profile("quick", run_root=str(tmp_path / "runs"))
     profile.eval.wu_images = wu_images
@@ -94,10 +94,10 @@ def _tiny_run(tmp_path, wu_images: int = 64):
     for data in (task.stylex_data, task.classifier_data):
         data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
     for seed, mode in enumerate(("stylex", "stylegan2")):
-        arch = arch_config(mode, 32, profile.stylex)
+        arch = StylExArch.of(mode, 32, profile.stylex)
         torch.manual_seed(seed)
         save_checkpoint(profile.run_dir(task.name, mode) / FINAL,
-                        {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
+                        {"config": arch.to_dict(), "ema": arch.build().state_dict(), "metadata": json.dumps({})})
     torch.manual_seed(1)
     run_dir = profile.run_dir(task.name, "classifier")
     save_checkpoint(run_dir / "classifier.pt", {"model": build_classifier(2, profile.classifier.arch).eval().state_dict(),
@@ -108,7 +108,7 @@ def _tiny_run(tmp_path, wu_images: int = 64):
 
 def _load(profile, task, mode):
     from repro.classifier import load_classifier
-    from repro.training import load_stylex
+    from repro.model import load_stylex
 
     return (load_stylex(profile.run_dir(task.name, mode)).model,
             load_classifier(profile.run_dir(task.name, "classifier")).model)
