@@ -3,8 +3,6 @@ share of the effect entries (repro.attfind.unstable_max_count): issue 14, item 4
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -83,26 +81,10 @@ def test_eval_config_wu_images_must_be_positive():
 
 def _tiny_run(tmp_path, wu_images: int = 64):
     """A quick-profile run root with (untrained) tiny stylex and stylegan2 models and a classifier."""
-    from repro.checkpoint import save_checkpoint
-    from repro.classifier import run_config
-    from repro.networks import build_classifier
-    from repro.model import FINAL, StylExArch
+    from fake_runs import fake_finished_run
 
-    profile = get_profile("quick", run_root=str(tmp_path / "runs"))
+    profile, task = fake_finished_run(tmp_path, ("stylex", "stylegan2"))
     profile.eval.wu_images = wu_images
-    task = profile.tasks[0]
-    for data in (task.stylex_data, task.classifier_data):
-        data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
-    for seed, mode in enumerate(("stylex", "stylegan2")):
-        arch = StylExArch.of(mode, 32, profile.stylex)
-        torch.manual_seed(seed)
-        save_checkpoint(profile.run_dir(task.name, mode) / FINAL,
-                        {"config": arch.to_dict(), "ema": arch.build().state_dict(), "metadata": json.dumps({})})
-    torch.manual_seed(1)
-    run_dir = profile.run_dir(task.name, "classifier")
-    save_checkpoint(run_dir / "classifier.pt", {"model": build_classifier(2, profile.classifier.arch).eval().state_dict(),
-                                                "config": run_config(task.classifier_data, profile.classifier)})
-    (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}) + "\n")
     return profile, task
 
 
