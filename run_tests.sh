@@ -11,4 +11,6 @@ python -m pytest tests -q "$@"
 
 echo "[tests] notebooks on the quick profile (papermill, then nbval)"
 bash run_all.sh --profile quick --no-setup
-python -m pytest --nbval-lax -q -p no:cacheprovider runs/quick/notebooks/*.ipynb
+# nbval re-executes each notebook: give it the environment papermill's kernels had (run_all.sh)
+PYTHONHASHSEED=0 REPRO_PROGRESS=0 MPLBACKEND=Agg \
+    python -m pytest --nbval-lax -q -p no:cacheprovider runs/quick/notebooks/*.ipynb

@@ -44,9 +44,9 @@ from IPython.display import Markdown, display
 from repro import fidelity, figures, report
 from repro.classifier import load_classifier
 from repro.evaluation import latents, render
+from repro.model import load_stylex
 from repro.observer import load_observer
 from repro.perceptual import LPIPSLoss
-from repro.training import load_stylex
 from repro.utils import pick_device
 
 ctx = report.open_profile(profile, data_root, device, force)

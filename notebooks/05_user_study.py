@@ -33,7 +33,7 @@
 #    and the observer picks the candidate whose factor change points the same way as the
 #    examples'. Its answers are stored and analysed apart from people's, never pooled;
 # 4. analyses every answer file present: accuracy overall and per attribute as mean ± std over
-#    questions (why that std: see `repro/userstudy.py`), beside the report's and the paper's.
+#    questions (why that std: see `repro/userstudy/analysis.py`), beside the report's and the paper's.
 #
 # The simulated observer is not a person. It measures whether the attributes are *distinct in
 # the factors that make the synthetic images* (a necessary condition for people to tell them

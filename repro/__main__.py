@@ -105,7 +105,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
-    from repro.ablation import ROWS, measure_row, save_rows, train_row
+    from pathlib import Path
+
+    from repro.ablation import ROWS, copy_samples, measure_row, save_rows, train_row
 
     profile, tasks = _tasks(args)
     for task in tasks:
@@ -116,6 +118,7 @@ def cmd_ablation(args: argparse.Namespace) -> None:
             if not args.train_only:
                 record = measure_row(profile, task, row, device=args.device, progress=not args.no_progress)
                 path = save_rows([record], args.out)
+                copy_samples(profile, task, row, Path(args.out).parent)
                 print(f"{task.name}/ablation/{row}: measured -> {path}")
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from repro.config import Profile, StylExConfig, TaskConfig
+from repro.utils import write_atomic
 
 # Settings changed from the profile's StylExConfig, by dotted name ("losses.x" is LossWeights.x).
 ROWS: dict[str, dict[str, Any]] = {
@@ -30,6 +30,9 @@ ROWS: dict[str, dict[str, Any]] = {
     # ... and the paper's LPIPS term (AlexNet backbone) beside L1.
     "r1-0.2+lpips": {"losses.r1_gamma": 0.2, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                      "losses.lpips_net": "alex", "losses.img_l1": 1.0},
+    # The landed recipe with the paper's LPIPS term at the paper's weight beside it.
+    "landed+lpips": {"losses.r1_gamma": 10.0, "losses.pl_weight": 2.0, "losses.lpips": 0.1,
+                     "losses.lpips_net": "alex", "losses.img_l1": 5.0, "ema_rampup": None},
     # The control: the default recipe's networks untrained (iteration 0) through the same measures.
     "untrained": {"iterations": 0},
     # stylegan2-ada's automatic gamma (0.0002 * res^2 / batch = 0.0128 at 32 px, batch 16).
@@ -126,6 +129,19 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
             for r in rows if task is None or r["task"] == task]
 
 
+def copy_samples(profile: Profile, task: TaskConfig, row: str, figures: str | Path) -> Path | None:
+    """The row's last training grid (held-out originals over EMA reconstructions) as
+    ``figures/ablation_<task>_<row>.png``, so the rows can be compared by eye."""
+    import shutil
+
+    grids = sorted((row_dir(profile, task, row) / "samples").glob("iter-*.png"))
+    if not grids:
+        return None
+    dest = Path(figures) / f"ablation_{task.name}_{row}.png"
+    shutil.copyfile(grids[-1], dest)
+    return dest
+
+
 def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablation.json") -> Path:
     """Merge ``records`` (keyed by task and row) into the ablation file, atomically."""
     path = Path(path)
@@ -133,8 +149,4 @@ def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablatio
     keep = {(r["task"], r["row"]) for r in records}
     rows = [r for r in old["rows"] if (r["task"], r["row"]) not in keep] + records
     rows.sort(key=lambda r: (r["task"], list(ROWS).index(r["row"]) if r["row"] in ROWS else 99))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps({"rows": rows}, indent=2) + "\n")

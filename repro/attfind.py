@@ -13,9 +13,11 @@ The algorithm has two halves with very different costs:
    forms (``repro.networks.InferenceSynthesis``, BatchNorm folded, channels_last);
    :func:`compute_effects_reference` is the plain one-render-per-edit loop it is tested against.
 2. **Selection** (cheap, :func:`run_attfind`): the authors' notebook semantics on the effect
-   tensor: drop unstable images, greedily pick coordinates per class with soft image removal,
-   combine the two classes into one ranked list of ``(direction, index)`` pairs that reads as
-   "directions that move class 1 to class 0" (apply the other direction to move class 0 to 1).
+   tensor: drop unstable images (the authors' 750 of 2 x 2 x 5,760 effect entries, kept as that
+   share of the 4S entries: :data:`UNSTABLE_MAX_SHARE`), greedily pick coordinates per class
+   with soft image removal, combine the two classes into one ranked list of
+   ``(direction, index)`` pairs that reads as "directions that move class 1 to class 0" (apply
+   the other direction to move class 0 to 1).
 
 **Screened AttFind** (:func:`screened_attfind`, an option; exact AttFind is the default) renders
 fewer edits: one forward and backward pass per image estimates every edit's effect to first order
@@ -58,6 +60,30 @@ from repro.utils import progress_enabled, tqdm
 
 VARIANTS = ("two-class", "one-vs-all", "image-fraction")
 
+# The unstable-image filter (spec 5, step 3) as a share of an image's effect entries. The authors'
+# notebook drops an image with more than 750 entries |effect| > 2 in its 256 px StyleGAN2, whose conv
+# StyleSpace has S = 5,760 coordinates (channels 512 x 10 + 256 x 2 + 128: one conv at 4 px, two per
+# resolution above); an image has 2 directions x S coordinates x 2 logits = 4 x 5,760 = 23,040
+# entries, so 750 is a share of 750 / 23,040 = 3.26 %. Kept as that share, the filter means the same
+# at any S: 58 entries at this package's S = 448 (32 px, default width), 750 again at S = 5,760.
+AUTHORS_UNSTABLE_COUNT = 750
+AUTHORS_NUM_STYLES = 5760
+UNSTABLE_MAX_SHARE = AUTHORS_UNSTABLE_COUNT / (2 * 2 * AUTHORS_NUM_STYLES)
+
+
+def unstable_max_count(num_styles: int, share: float = UNSTABLE_MAX_SHARE) -> int:
+    """The unstable filter's count at S = ``num_styles``: ``floor(share x 2 x S x 2)`` entries.
+
+    An image is unstable when *more* than this many of its 4S entries exceed the threshold, so
+    rounding down keeps "more than share x 4S" exact for integer counts. With the authors' share
+    (750 / (2 x 2 x 5,760)) this is ``floor(750 x S / 5,760)``: 750 at S = 5,760, 375 at 2,880, 58
+    at 448. (The 1e-9 guards the float product at the authors' own S, 749.99999... -> 750.)
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the unstable share must lie in [0, 1] (a share of an image's 4S effect entries), got {share!r}")
+    return int(np.floor(share * 2 * int(num_styles) * 2 + 1e-9))
+
+
 # check(effect [N, 2, S, 2] after the unstable filter, class_index, index, image_indices) -> keep?
 # A veto on coordinates during selection (the authors' notebook had a discriminator filter here).
 CoordinateCheck = Callable[[np.ndarray, int, int, np.ndarray], bool]
@@ -76,7 +102,12 @@ class AttFindConfig:
         max_image_effect: an image leaves the greedy pool once the summed positive effect of the
             coordinates already selected reaches this; None means ``5 * effect_threshold``.
         unstable_threshold: |effect| above which an entry counts towards instability.
-        unstable_max_count: an image with more such entries than this is zeroed out.
+        unstable_max_count: an image with more such entries than this is zeroed out; None (the
+            default) means :func:`unstable_max_count` of ``unstable_max_share`` at the effect
+            tensor's S. Set it to fix a count whatever S is (e.g. the notebook's literal 750).
+        unstable_max_share: the same limit as a share of an image's 2 x S x 2 entries: the
+            authors' 750 of 2 x 2 x 5,760 at 256 px (:data:`UNSTABLE_MAX_SHARE`, 3.26 %), so the
+            filter means the same at any S.
         shift_size: s_i <- s_i + shift_size * (target - s_i) when effects are computed.
         variant: ``two-class`` (the notebook's "combined" cell), ``one-vs-all`` (its one-vs-all
             cell, threshold 0.1 there) or ``image-fraction`` (its
@@ -94,7 +125,8 @@ class AttFindConfig:
     effect_threshold: float = 0.2
     max_image_effect: float | None = None
     unstable_threshold: float = 2.0
-    unstable_max_count: int = 750
+    unstable_max_count: int | None = None
+    unstable_max_share: float = UNSTABLE_MAX_SHARE
     shift_size: float = 1.0
     variant: str = "two-class"
     min_changed_images_fraction: float = 0.03
@@ -105,6 +137,14 @@ class AttFindConfig:
             raise ValueError(f"unknown AttFind variant {self.variant!r}; choose one of {VARIANTS}")
         if self.num_indices < 1:
             raise ValueError(f"num_indices must be >= 1, got {self.num_indices}")
+        unstable_max_count(1, self.unstable_max_share)  # a share outside [0, 1] fails here
+
+    def unstable_limit(self, num_styles: int) -> int:
+        """The unstable filter's count at S = ``num_styles``: ``unstable_max_count`` when set, else
+        :func:`unstable_max_count` of ``unstable_max_share``."""
+        if self.unstable_max_count is not None:
+            return int(self.unstable_max_count)
+        return unstable_max_count(num_styles, self.unstable_max_share)
 
     @property
     def image_effect_cap(self) -> float:
@@ -188,15 +228,12 @@ class EffectResult:
 
     def save(self, path: str | Path) -> Path:
         """Write as a dict of tensors and plain values (loadable with ``weights_only=True``), atomically."""
-        import os
+        from repro.utils import atomic_write
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        with atomic_write(path) as f:
+            torch.save(state, f)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "EffectResult":
@@ -563,17 +600,22 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def filter_unstable(effect: torch.Tensor | np.ndarray, threshold: float = 2.0,
-                    max_count: int = 750) -> tuple[np.ndarray, np.ndarray]:
+                    max_count: int | None = None, *,
+                    max_share: float = UNSTABLE_MAX_SHARE) -> tuple[np.ndarray, np.ndarray]:
     """Zero out images whose classifier reacts to too many edits (spec step 3).
 
     An image with more than ``max_count`` entries where |effect| > ``threshold`` (over both
-    directions, all coordinates and both logits) is unstable. Returns (a float64 copy of the
+    directions, all coordinates and both logits: 4S entries) is unstable. ``max_count`` None
+    means ``unstable_max_count(S, max_share)``: the authors' 750 of 2 x 2 x 5,760 entries as a
+    share (3.26 %), so the filter means the same at any S. Returns (a float64 copy of the
     effect with those images zeroed, bool mask [N] of the unstable images). Zeroed images stay
     in the tensor, so they still count in the means of later steps, as in the notebook.
     """
     eff = _as_numpy(effect).copy()
     if eff.ndim != 4 or eff.shape[1] != 2 or eff.shape[3] != 2:
         raise ValueError(f"effect must be [N, 2, S, 2], got {eff.shape}")
+    if max_count is None:
+        max_count = unstable_max_count(eff.shape[2], max_share)
     unstable = (np.abs(eff) > threshold).sum(axis=(1, 2, 3)) > max_count
     eff[unstable] = 0
     return eff, unstable
@@ -755,13 +797,16 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
     config = config or AttFindConfig()
     _check_discriminator(config, check)
     _check_num_indices(config, int(effect_result.effect.shape[2]))  # before any work
-    effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, config.unstable_max_count)
+    unstable_limit = config.unstable_limit(int(effect_result.effect.shape[2]))
+    effect, unstable = filter_unstable(effect_result.effect, config.unstable_threshold, unstable_limit)
     base = _as_numpy(effect_result.base_logits)
     labels = np.argmax(base, axis=1)
     details: dict[str, Any] = {
         "num_images": int(effect.shape[0]),
         "images_per_class": [int((labels == 0).sum()), int((labels == 1).sum())],
         "unstable_images": np.nonzero(unstable)[0].tolist(),
+        # the count the filter used: more than this many of an image's 4S entries -> unstable
+        "unstable_max_count": unstable_limit, "unstable_entries_per_image": 4 * int(effect.shape[2]),
     }
     if config.variant == "one-vs-all":
         pairs, scores = _select(effect, base, 0, config, np.arange(effect.shape[0]), check)

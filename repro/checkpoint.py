@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from repro.config import config_diff
+from repro.utils import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -29,23 +30,15 @@ class ConfigMismatch(CheckpointError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (:func:`repro.utils.atomic_write`: temp file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             torch.save({**state, "complete": True}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:  # e.g. the disk filled up during the write
         raise OSError(f"could not write checkpoint {path} ({err}); the checkpoints already there are intact. "
                       f"Free disk space (or choose another --run-root) and re-run the same command to "
                       f"resume") from err
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -6,8 +6,9 @@ initialisation and batch order; its run directory is ``profile.run_dir(task, "ob
 
 ``train_classifier`` trains it with a progress bar and writes, in its run directory:
 ``config.json``, ``classifier.pt`` (state_dict + config, atomic), ``history.jsonl`` (one line
-per epoch) and ``metrics.json`` (held-out accuracy, confusion matrix, timing). A finished run
-is reused unless ``force=True``. After every epoch the whole training state (weights, Adam,
+per epoch) and ``metrics.json`` (held-out accuracy, confusion matrix, timing), following the
+stage protocol of ``repro.stage``: a finished run (``classifier.pt`` and ``metrics.json``) of
+the same configuration is reused unless ``force=True``. After every epoch the whole training state (weights, Adam,
 learning-rate schedule, RNG states, history) goes to ``epoch.pt``, atomically, so a crashed or
 killed run resumes at the next epoch, bit for bit, when the same command runs again.
 """
@@ -24,13 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
-from repro.config import ClassifierConfig, DataConfig, save_config, to_dict
+from repro.checkpoint import load_checkpoint, save_checkpoint
+from repro.config import SPLITS, ClassifierConfig, DataConfig, to_dict
 from repro.data import ImageSet, check_root, load_split
 from repro.networks import build_classifier
-from repro.utils import pick_device, seed_everything, tqdm
+from repro.stage import StageDir
+from repro.utils import pick_device, seed_everything, tqdm, write_atomic
 
-CHECKPOINT = "classifier.pt"
+CHECKPOINT = "classifier.pt"  # the completion marker, with METRICS
+METRICS = "metrics.json"
+HISTORY = "history.jsonl"
 DEFAULT_ARCH = "mobilenet_v2"  # the classifier StylEx explains (ClassifierConfig's default)
 EPOCH_CHECKPOINT = "epoch.pt"
 
@@ -136,17 +140,15 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                          f"data set (for the age task, CelebA; FFHQ is only for StylEx)")
     dev = pick_device(device)
     full_config = run_config(data, config)
-    if not force and (run_dir / CHECKPOINT).exists() and (run_dir / "metrics.json").exists():
-        try:
-            return load_classifier(run_dir, device=dev, expected_config=full_config)
-        except CheckpointError as err:
-            print(f"not reusing {run_dir / CHECKPOINT}: {err}; training again")
+    stage = StageDir(run_dir, CHECKPOINT, full_config, requires=(METRICS,))
+    done = stage.reuse(lambda: load_classifier(run_dir, device=dev, expected_config=full_config), force=force)
+    if done is not None:
+        return done
     check_root(data)  # a missing data folder fails before a run directory is made
-    check_run_dir(run_dir)  # unwritable or full: fail now, not after loading data and training
-    save_config(full_config, run_dir)
+    stage.begin()  # unwritable or full: fail now, not after loading data and training
 
     seed_everything(config.seed)
-    train, val, test = (load_split(data, s, progress=progress) for s in ("train", "val", "test"))
+    train, val, test = (load_split(data, s, progress=progress) for s in SPLITS)
     for split in (train, val, test):
         if (split.labels < 0).any():
             raise ValueError(f"{split.name} has no labels: a classifier needs a labelled data set "
@@ -160,7 +162,7 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
     gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     first_epoch = 0
-    resume = _resume_state(run_dir, full_config, dev) if not force else None
+    resume = stage.resume([run_dir / EPOCH_CHECKPOINT], map_location=dev) if not force else None
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])
@@ -214,28 +216,10 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                "epochs": config.epochs, "n_train": len(train), "resumed_after_epoch": first_epoch,
                "arch": config.arch, "seed": config.seed}
     save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config})
-    (run_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history))
+    write_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")  # with classifier.pt: finished
     (run_dir / EPOCH_CHECKPOINT).unlink(missing_ok=True)  # finished: classifier.pt is the result
     return ClassifierRun(model, metrics, history, run_dir)
-
-
-def _resume_state(run_dir: Path, full_config: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
-    """The state after the last finished epoch of an interrupted run of the same configuration.
-
-    A damaged file is reported and ignored (training starts over); one written with another
-    configuration raises ``CheckpointError`` naming the fields, like a StylEx run directory.
-    """
-    path = run_dir / EPOCH_CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        return load_checkpoint(path, map_location=device, expected_config=full_config)
-    except ConfigMismatch:
-        raise
-    except CheckpointError as err:
-        print(f"ignoring {path}: {err}; training from the first epoch")
-        return None
 
 
 def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",
@@ -249,7 +233,7 @@ def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",
     model = build_classifier(2, run_arch(state.get("config")))
     model.load_state_dict(state["model"])
     model.to(device).eval().requires_grad_(False)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history_file = run_dir / "history.jsonl"
+    metrics = json.loads((run_dir / METRICS).read_text())
+    history_file = run_dir / HISTORY
     history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
     return ClassifierRun(model, metrics, history, run_dir)

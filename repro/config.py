@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,14 @@ from typing import Any
 
 from repro.losses import LossWeights
 from repro.precision import PRECISIONS
+from repro.utils import write_atomic
 
 MODES = ("stylex", "stylex-alt", "stylegan2")
 # Classifier architectures (``repro.networks.build_classifier``): C is MobileNetV2 as in the paper;
 # the second observer C' (``Profile.observer``) is another one, see ``repro.observer``.
 CLASSIFIER_ARCHS = ("mobilenet_v2", "cnn", "resnet18")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
+SPLITS = ("train", "val", "test")  # every data set's splits, disjoint
 
 
 def _require_positive(config: Any, *names: str) -> None:
@@ -175,6 +176,8 @@ class EvalConfig:
         repeats: flip-rate repeats (mean +- std).
         images_per_repeat: held-out images per repeat (the replication used 1,000).
         wu_threshold: softmax above which an image is a Wu positive.
+        wu_images: images whose styles Wu et al.'s statistics are computed over (styles only, no
+            effect tensor; disjoint from the held-out images; see ``repro.baselines.wu_images``).
         seed: image sampling seed.
     """
 
@@ -187,10 +190,11 @@ class EvalConfig:
     repeats: int = 10
     images_per_repeat: int = 100
     wu_threshold: float = 0.9
+    wu_images: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat")
+        _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat", "wu_images")
         if self.attfind_screen is not None and not (isinstance(self.attfind_screen, numbers.Real)
                                                     and not isinstance(self.attfind_screen, bool)
                                                     and 0.0 < self.attfind_screen <= 1.0):
@@ -291,7 +295,7 @@ def _quick() -> Profile:
         observer=ClassifierConfig(arch="cnn", epochs=3, batch_size=64, seed=1),
         stylex=StylExConfig(channels=16, latent_dim=64, batch_size=8, iterations=12,
                             mapping_layers=2, log_every=2, sample_every=6, checkpoint_every=6),
-        eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16),
+        eval=EvalConfig(attfind_images=8, k=4, k_max=6, repeats=2, images_per_repeat=16, wu_images=64),
     )
 
 
@@ -304,23 +308,23 @@ def _default() -> Profile:
             _synthetic_task("synth-age", 32, n, 0.9, ["stylex", "stylegan2", "stylex-alt"]),
             _synthetic_task("synth-species", 32, n, 0.5, ["stylex", "stylegan2"]),
         ],
-        # 8 epochs: in a one-off 10-epoch run (train_classifier with epochs=10, 2026-11-23) validation
-        # accuracy stopped rising after epoch 7-8 on both tasks (species 0.92, age 0.84: the planted
-        # shortcut), at ~35 s per epoch.
+        # 8 epochs: trained for 10, validation accuracy stopped rising after epoch 7-8 on both tasks
+        # (species 0.92, age 0.84: the planted shortcut), at ~35 s per epoch on a CPU.
         classifier=ClassifierConfig(epochs=8, batch_size=128),
         # The second observer C' (repro.observer): a plain CNN, another seed, the same split.
         observer=ClassifierConfig(arch="cnn", epochs=8, batch_size=128, seed=1),
-        # The recipe of the ablation in notebook 02 (repro.ablation, figures/ablation.json): R1 gamma
-        # for 32 px (the 1024 px FFHQ setting, 10, left blobs), no path-length term, the paper's LPIPS
-        # term (AlexNet backbone, offline via repro.perceptual) beside L1, EMA with a ramp-up.
-        # Three training seeds of each stylex model; the trained networks are shipped (repro.weights).
+        # The recipe the ablation of notebook 02 measured best (repro.ablation row "r1-0.2",
+        # figures/ablation.json; synth-age, seed 0, 1,500 iterations): R1 gamma 0.2 for 32 px (not
+        # FFHQ-1024's 10), no path-length term, L1 weight 5, EMA with ramp-up. It gave the lowest
+        # LPIPS and the reconstructions the second observer reads best; the LPIPS loss term (AlexNet)
+        # made reconstructions worse at both weights tried, so it is weighted 0 here.
         # A 2-layer mapping network (stylegan2-ada's CIFAR preset) for the sampled modes: 8 layers of
         # 512 are 8.4 MB, twice a stylex generator + encoder, which the shipped weights can't afford.
-        stylex=StylExConfig(channels=64, batch_size=16, iterations=3000, mapping_layers=2,
-                            losses=LossWeights(lpips=0.5, lpips_net="alex", img_l1=1.0, r1_gamma=0.2, pl_weight=0.0)),
+        stylex=StylExConfig(channels=64, batch_size=16, iterations=1500, mapping_layers=2,
+                            losses=LossWeights(lpips=0.0, img_l1=5.0, r1_gamma=0.2, pl_weight=0.0)),
         seeds=[0, 1, 2],
-        # AttFind costs 2S = 896 renders per image (benchmarks/attfind_speed.py: ~990 renders/s at
-        # 2 threads; 31-34 s per model for 32 images in the clean default run): 32 images.
+        # AttFind costs 2S = 896 renders per image (~990 renders/s on 2 CPU threads, measured by
+        # benchmarks/attfind_speed.py; 31-34 s per model for 32 images): 32 images.
         eval=EvalConfig(attfind_images=32, repeats=5, images_per_repeat=80,
                         curve_ks=[1, 2, 3, 5, 7, 10, 15, 20]),
     )
@@ -417,12 +421,7 @@ def _convert(hint: Any, value: Any) -> Any:
 
 def save_config(obj: Any, run_dir: str | Path) -> Path:
     """Write ``run_dir/config.json`` atomically and return its path."""
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_dict(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(Path(run_dir) / "config.json", json.dumps(to_dict(obj), indent=2) + "\n")
 
 
 def config_diff(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from repro.evaluation import Latents
 from repro.figures import as_hwc_uint8
+from repro.model import StylExModel
 from repro.stylespace import apply_edits
-from repro.training import StylExModel
 
 
 @torch.inference_mode()

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from repro.data import ImageSet
-from repro.inference import classify_images
-from repro.training import StylExModel, classifier_probs
+from repro.inference import classifier_probs, classify_images
+from repro.model import StylExModel
 
 
 @dataclass

@@ -7,7 +7,8 @@
    each with fixed per-image noise;
 2. computes the AttFind effect tensor (cached as ``attfind_effects.pt``);
 3. selects coordinates with AttFind, Wu et al. (target class 0, so the list reads "class 1 ->
-   class 0" like AttFind's) and the random floor;
+   class 0" like AttFind's; its statistics over ``EvalConfig.wu_images`` images, styles only,
+   disjoint from the held-out ones: :func:`repro.baselines.wu_images`) and the random floor;
 4. measures the flip rate of each on the held-out images: top-k (mean ± std over repeats) and
    the curve over k = 1..k_max;
 5. judges the same renders with the second observer C' and measures their pixel change
@@ -18,8 +19,9 @@
    ``observer.reconstruction`` holds C's agreement and C''s accuracy on originals and
    reconstructions (models with an encoder). Without a trained C' the C' fields are None and
    ``observer.note`` says how to train it; the pixel sizes are measured either way;
-6. writes everything to ``explain.json`` in the model's run directory; its presence marks the
-   stage as done (a crash mid-way leaves no such file, so the stage is redone).
+6. writes everything to ``explain.json`` in the model's run directory, the stage's completion
+   marker (``repro.stage``; a crash mid-way leaves no such file, so the stage is redone). It is
+   reused while the model, classifier and observer weights are the ones it was computed from.
 """
 
 from __future__ import annotations
@@ -33,17 +35,18 @@ import torch
 import torch.nn.functional as F
 
 from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind, screened_attfind
-from repro.baselines import mean_effects, random_attributes, wu_attributes
+from repro.baselines import mean_effects, random_attributes, wu_attributes, wu_images, wu_positive_threshold
 from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import EvalConfig, Profile, TaskConfig
 from repro.data import load_split
 from repro.evaluation import Latents, latents, render
 from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
+from repro.model import FINAL, StylExModel, load_stylex
 from repro.observer import (TOP_SINGLE, load_observer, missing_observer_note, observer_dir, reconstruction_scores,
                             single_attribute_edits, validity_curve, validity_summary)
+from repro.stage import StageDir
 from repro.stylespace import Attributes, flatten_styles, style_range
-from repro.training import FINAL, StylExModel, load_stylex
 from repro.utils import pick_device, timed
 
 RESULTS = "explain.json"
@@ -149,12 +152,21 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     if ev.attfind_screen is not None:  # screened effects depend on the share and the selection that verified them
         stamp = f"{stamp} screen={ev.attfind_screen} {ev.attfind_preset}"
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
-    if not force and (run_dir / RESULTS).exists():
+
+    def reuse() -> Explanation:  # the stage's config check: the weights the results were computed from
         results = load_results(run_dir / RESULTS)
-        if results.get("fingerprint") == stamp and results.get("observer_fingerprint") == observer_stamp:
-            attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
-            return Explanation(model, classifier, found, held_out, attrs, results)
-        print(f"{run_dir / RESULTS} was computed from other model, classifier or observer weights; recomputing")
+        if results.get("fingerprint") != stamp or results.get("observer_fingerprint") != observer_stamp:
+            raise CheckpointError("it was computed from other model, classifier or observer weights")
+        # and the procedure: Wu's image count, AttFind's selection (e.g. its unstable share)
+        if (results.get("wu_images", {}).get("requested") != ev.wu_images
+                or results.get("attfind_config") != config.to_dict()):
+            raise CheckpointError("it was computed with another Wu image count or AttFind selection config")
+        attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
+        return Explanation(model, classifier, found, held_out, attrs, results)
+
+    done = StageDir(run_dir, RESULTS).reuse(reuse, force=force, again="recomputing")
+    if done is not None:
+        return done
 
     conv, rgb = found.styles(model)
     flat = flatten_styles(conv)
@@ -173,16 +185,18 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                                               screen=ev.attfind_screen, progress=progress)
             effects.save(effects_path)
             stamped.write_text(stamp)
-    probs = F.softmax(effects.base_logits, dim=1)
-    # Wu positives: softmax > threshold (the replication's rule); when no image passes it (a weak
-    # classifier, few images) fall back to Wu's own rule, the top 2%, and record that.
-    wu_threshold = ev.wu_threshold
-    if not (probs[:, 0] > wu_threshold).any():
-        wu_threshold = float(torch.quantile(probs[:, 0], 0.98)) - 1e-6
+    # Wu: styles and class probabilities of ev.wu_images images (no effect tensor: Wu has no
+    # unstable filter, that is AttFind's step 3); positives: softmax > threshold (the replication's
+    # rule), or, when no image passes it, Wu's own top 2% (recorded in wu_threshold_used).
+    # mean_effect: AttFind's effect tensor on its own images, a diagnostic the ranking never reads.
+    with timed() as t_wu:
+        wu_set = wu_images(model, classifier, task, ev)
+        wu_threshold = wu_positive_threshold(wu_set.probs, ev.wu_threshold, target_class=0)
+        wu = wu_attributes(wu_set.styles, wu_set.probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
+                           style_dims=G.style_dims, effect=effects.effect)
     attrs = {
         "attfind": run_attfind(effects, config),
-        "wu": wu_attributes(flat.cpu(), probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
-                            style_dims=G.style_dims, effect=effects.effect),
+        "wu": wu,
         # one fixed draw for the figures; the flip rate redraws per repeat (below)
         "random": random_attributes(G.num_styles, ev.k_max, seed=ev.seed, style_dims=G.style_dims),
     }
@@ -229,9 +243,15 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
         "attfind_config": config.to_dict(), "wu_threshold_used": wu_threshold, "num_styles": G.num_styles, "style_dims": G.style_dims,
+        "wu_images": {**wu_set.record(), "n_positives": wu.details["num_positives"]},
+        # AttFind's unstable-image filter: the authors' 750 of 2 x 2 x 5,760 entries as a share of 4S
+        "attfind_unstable": {"share": config.unstable_max_share,
+                             "max_count": attrs["attfind"].details["unstable_max_count"],
+                             "entries_per_image": attrs["attfind"].details["unstable_entries_per_image"],
+                             "n_unstable": len(attrs["attfind"].details["unstable_images"])},
         # flip_rates: the flip rates with the recorder riding along; observer_extra: the single-attribute
         # passes and the reconstructions, which only the observer measures add
-        "seconds": {"effects": t_eff["seconds"], "flip_rates": t_flip["seconds"] - t_single,
+        "seconds": {"effects": t_eff["seconds"], "wu": t_wu["seconds"], "flip_rates": t_flip["seconds"] - t_single,
                     "observer_extra": t_single + t_rec["seconds"]},
         "observer_fingerprint": observer_stamp, "observer": observer_info,
         "methods": methods,

@@ -37,8 +37,8 @@ from repro.attribute_figures import choose_images, layer_channel, one_thread
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
+from repro.model import StylExModel
 from repro.stylespace import Attributes, apply_edits
-from repro.training import StylExModel
 
 
 @torch.inference_mode()

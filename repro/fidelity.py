@@ -1,6 +1,6 @@
 """Fidelity you can check: the report's headline measures per model, over training seeds, and its targets.
 
-Spec section 9: a flip rate and a reconstruction agreement can both pass on images a person would
+A flip rate and a reconstruction agreement can both pass on images a person would
 not recognise, because G is trained to satisfy C. The measures that tell a real explanation from
 an adversarial one are gathered here per task and model, averaged over the training seeds of
 ``profile.seeds`` (mean and ``_std``), and written to ``figures/fidelity.json``:
@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-# The report's targets (issue 14), by the field of fidelity.json they apply to.
+from repro.utils import write_atomic
+
+# The report's targets, by the field of fidelity.json they apply to.
 TARGETS: dict[str, float] = {
     "agreement_C": 0.95,                 # C keeps its decision on reconstructions
     "acc_Cprime_ratio": 0.9,             # C' reads reconstructions >= 0.9 x as well as originals
@@ -45,7 +46,7 @@ RECONSTRUCTION_IMAGES = 512
 def model_runs(profile, task, mode: str) -> list[tuple[int, Path]]:
     """(seed, run directory) of every finished training seed of a model (``stylex``: all of
     ``profile.seeds``; other modes: the primary seed)."""
-    from repro.training import FINAL
+    from repro.model import FINAL
 
     seeds = profile.seeds if mode == "stylex" else profile.seeds[:1]
     return [(s, profile.model_dir(task.name, mode, s)) for s in seeds
@@ -63,7 +64,7 @@ def mean_std(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if all(isinstance(v, Mapping) for v in values):
             out[key] = mean_std(values)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            out[key] = statistics.fmean(values)
+            out[key] = values[0] if all(v == values[0] for v in values) else statistics.fmean(values)
             if len(values) > 1:
                 out[f"{key}_std"] = statistics.stdev(values)
         elif all(v == values[0] for v in values):
@@ -85,7 +86,7 @@ def reconstruction_records(profile, task, mode: str, *, device: str | torch.devi
     from repro.classifier import load_classifier
     from repro.data import load_split
     from repro.evaluation import reconstruction_metrics
-    from repro.training import load_stylex
+    from repro.model import load_stylex
 
     if classifier is None:
         classifier = load_classifier(profile.run_dir(task.name, "classifier"), device=device).model
@@ -107,7 +108,7 @@ def reconstruction_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[s
     """Notebook 03's table: one row per model, mean ± std over seeds."""
     rows = []
     for key, m in summary.items():
-        rows.append({"model": key, "seeds": m.get("seeds"), "images": m.get("n"),
+        rows.append({"model": key, "seeds": len(m.get("seeds") or []), "images": int(m.get("n") or 0),
                      "LPIPS (vgg)": _pm(m, "lpips"), "L1": _pm(m, "l1"),
                      "C agreement": _pm(m, "agreement_C"),
                      "C' acc. originals": _pm(m, "acc_Cprime_originals"),
@@ -228,11 +229,7 @@ def write_fidelity(models: Mapping[str, Mapping[str, Any]], path: str | Path) ->
         merged = {**data["models"].get(key, {}), **record}
         merged["verdicts"] = verdicts(merged)
         data["models"][key] = merged
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -249,9 +246,3 @@ def _pm(m: Mapping[str, Any], key: str, digits: int = 3) -> str:
         return "unavailable"
     std = m.get(f"{key}_std")
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def _iter_models(profile) -> Iterable[tuple[Any, str]]:
-    for task in profile.tasks:
-        for mode in task.modes:
-            yield task, mode

@@ -1,4 +1,12 @@
-"""Figures and tables: every file the notebooks write under ``figures/`` is made here."""
+"""The shared figure helpers and the general figures.
+
+The helpers (matplotlib set-up, uint8 image grids, saving a figure) serve every module that
+draws. The figures here are the general ones: data examples, the renderer's one-factor
+interventions, classifier histories and confusion matrices, training logs and reconstructions.
+A figure of one topic lives with its topic: AttFind's attributes and effects in
+``repro.attribute_figures``, flip-rate curves in ``repro.tables``, the ground truth in
+``repro.groundtruth``, the user study's accuracy in ``repro.userstudy``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-
-FIGURES = Path("figures")
 
 
 def _mpl():

@@ -1,4 +1,4 @@
-"""Flip rate (spec section 7): how often editing the top-k coordinates changes the classifier's decision.
+"""Flip rate: how often editing the top-k coordinates changes the classifier's decision.
 
 For each evaluation image, b = argmax C(G(s)) (fixed noise). The top-k ``(direction, index)``
 pairs of a class-1-to-class-0 list (:class:`repro.stylespace.Attributes`) are applied all at once,
@@ -11,8 +11,8 @@ each repeat as the replication did, unless given.
 
 **Held-out images.** These functions evaluate whatever styles they are given. Pass images that
 AttFind (or the baseline) did *not* use to choose its coordinates, e.g. encodings of the held-out
-split or fresh seeds for a StyleGAN2 (the seed implementation drew them from the training
-loader, a known defect that inflates the numbers).
+split or fresh seeds for a StyleGAN2 (drawing them from the training loader, as earlier code did,
+inflates the numbers).
 
 Images are clamped to [-1, 1] before the classifier (:func:`repro.inference.classify`), as in AttFind.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from repro.inference import classify, eval_mode, fast_classifier, prepare_inputs
 from repro.networks import Generator, InferenceSynthesis, SynthesisState
 from repro.stylespace import (Attributes, check_range, class_direction, decode_index, edit_targets, edit_values,
                               style_range)
-from repro.utils import progress_enabled, tqdm
+from repro.utils import progress_enabled, tqdm, write_atomic
 
 AttributesOrFactory = Attributes | Callable[[int], Attributes]
 
@@ -478,23 +477,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 def save_results(path: str | Path, results: dict[str, Any]) -> Path:
-    """Write ``results`` as JSON, atomically (temp file in the same folder + ``os.replace``).
+    """Write ``results`` as JSON, atomically (:func:`repro.utils.write_atomic`).
 
     Values may be :class:`~repro.stylespace.Attributes` (coordinates, directions, scores, per-
     coordinate effects), flip-rate results, dataclasses, tensors, arrays or plain values;
     non-finite floats become ``null``. Read back with :func:`load_results` (plain dicts;
     ``Attributes.from_dict`` rebuilds an attribute list).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

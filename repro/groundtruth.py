@@ -18,85 +18,35 @@ things the paper could only ask people about can be measured here:
 top-k coordinates whose dominant factor is one the classifier truly uses, and "spurious exposed"
 says whether some top-k coordinate is dominated by the planted spurious factor.
 
-Units. Every factor is measured in *normalised units*: its value scaled to 0..1 by its range
-(``(v - low) / (high - low)``); binary factors are 0 / 1. The two cyclic hues (``fur_hue``,
-``bg_hue``) are compared on the circle: the distance of two hues is twice their circular
-distance, so that in every factor a change of 1 is the largest change possible (the whole range,
-a flipped binary factor, the opposite hue). ``detail_seed`` has no meaning and is left out.
+The attribute probe and the *normalised units* every factor change is measured in (each factor
+scaled to 0..1 by its range, hues compared on the circle) live in :mod:`repro.probe`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from repro.classifier import predict_logits
-from repro.config import DataConfig, Profile, TaskConfig, save_config, to_dict
+from repro.config import DataConfig, Profile, TaskConfig
 from repro.counterfactual import edit_render
-from repro.data.synthetic import FACTORS, TASKS, intervene, render, sample_factors
+from repro.data.synthetic import TASKS, intervene, render, sample_factors
 from repro.explain import METHODS, Explanation
 from repro.inference import classify
-from repro.networks import assert_shape
+from repro.probe import (CYCLIC, FACTOR_BY_NAME, FACTOR_COLUMN, PROBE_FACTORS, AttributeProbe, factor_change,
+                         load_or_train_probe)
 from repro.stylespace import Attributes, flatten_styles, style_range, toward_class
-from repro.utils import seed_everything, tqdm
 
-PROBE_CHECKPOINT = "probe.pt"
-PROBE_METRICS = "metrics.json"
-# The factors with a meaning (detail_seed only seeds per-image detail).
-PROBE_FACTORS: list[str] = [f.name for f in FACTORS if f.kind != "id"]
-CYCLIC = ("fur_hue", "bg_hue")  # hues: 0 and 1 are the same colour
-PROBE_SEED_OFFSET = 1_000_003  # the probe's renders use data.seed + this: never the classifier's images
-MAX_PROBE_IMAGES = 8_192  # probe training images at most (the data set's n_train below that)
-PROBE_PASSES = 32_768  # image passes of probe training; epochs = PROBE_PASSES // n_train, within [2, 4]
 USED_THRESHOLD = 0.25  # a factor is "used" when its importance is >= this share of the largest,
 NULL_RATIO = 2.0  # ... >= this multiple of the null importance (only the per-image detail re-drawn),
 USED_MIN_IMPORTANCE = 0.01  # ... and at least this (logits): a constant classifier uses nothing
 NULL = "null (detail re-drawn)"  # the key of the null importance in factor_importance's result
 MIN_CHANGE = 0.05  # an edit whose summed factor change is below this (normalised units) changes nothing
-
-_FACTOR = {f.name: f for f in FACTORS}
-_COLUMN = {f.name: j for j, f in enumerate(FACTORS)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalised units
-
-def normalise_factors(factors: np.ndarray, names: Sequence[str] = PROBE_FACTORS) -> np.ndarray:
-    """Raw factor rows [N, len(FACTORS)] -> the named columns scaled to 0..1 by their ranges, float32 [N, F].
-
-    Values outside a range are clipped to it, as the renderer clips them before drawing.
-    """
-    factors = np.asarray(factors, dtype=np.float64)
-    out = np.empty((len(factors), len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        f = _FACTOR[name]
-        out[:, j] = np.clip((factors[:, _COLUMN[name]] - f.low) / (f.high - f.low), 0.0, 1.0)
-    return out
-
-
-def factor_change(before: torch.Tensor, after: torch.Tensor, names: Sequence[str] = PROBE_FACTORS) -> torch.Tensor:
-    """Per-image, per-factor change [N, F] between two normalised readings, in 0..1.
-
-    ``|after - before|`` for every factor except the cyclic hues, whose change is twice the
-    circular distance (the opposite hue is a change of 1, like a flipped binary factor).
-    """
-    assert_shape(after, list(before.shape), "after")
-    delta = (after - before).abs()
-    for j, name in enumerate(names):
-        if name in CYCLIC:
-            d = torch.remainder(delta[:, j], 1.0)
-            delta[:, j] = 2.0 * torch.minimum(d, 1.0 - d)
-    return delta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,9 +54,9 @@ def factor_change(before: torch.Tensor, after: torch.Tensor, names: Sequence[str
 
 def _endpoints(factors: np.ndarray, name: str) -> tuple[np.ndarray | float, np.ndarray | float]:
     """The two values factor ``name`` is set to when its importance is measured (see factor_importance)."""
-    f = _FACTOR[name]
+    f = FACTOR_BY_NAME[name]
     if name in CYCLIC:
-        own = factors[:, _COLUMN[name]]
+        own = factors[:, FACTOR_COLUMN[name]]
         return own, np.remainder(own + 0.5, 1.0)
     return f.low, f.high
 
@@ -147,7 +97,7 @@ def factor_importance(classifier: nn.Module, data: DataConfig, *, n: int = 512, 
         a, b = _endpoints(factors, name)
         change = margin(intervene(factors, name, b)) - margin(intervene(factors, name, a))
         importance[name] = float(change.abs().mean())
-    detail = factors[:, _COLUMN["detail_seed"]]
+    detail = factors[:, FACTOR_COLUMN["detail_seed"]]
     change = margin(intervene(factors, "detail_seed", np.roll(detail, 1))) - margin(factors)
     importance[NULL] = float(change.abs().mean())
     return importance
@@ -177,255 +127,7 @@ def used_factors(importance: Mapping[str, float], threshold: float = USED_THRESH
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. The attribute probe
-
-class AttributeProbe(nn.Module):
-    """A small CNN that reads every factor back from an image, in normalised units.
-
-    Stride-2 4x4 convolutions (BatchNorm, ReLU) halve the image down to 4x4, then two linear
-    layers regress one output per factor, two (cos, sin of the angle) per cyclic hue, so the
-    hue's wrap-around costs nothing. :meth:`forward` decodes them: non-cyclic factors clamped to
-    [0, 1], hues as ``atan2(sin, cos) / 2 pi`` in [0, 1).
-
-    Parameters:
-        resolution: input image size (square, a power of two >= 8).
-        width: channels of the first convolution (doubled per stage, at most 4 x width).
-        factor_names: the factors read, in output order (default ``PROBE_FACTORS``).
-    """
-
-    def __init__(self,
-                 resolution: int = 32,                        # input size in pixels
-                 width: int = 32,                             # first conv's channels
-                 factor_names: Sequence[str] | None = None):  # output factors
-        super().__init__()
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
-        self.resolution = resolution
-        self.width = width
-        self.factor_names: list[str] = list(factor_names or PROBE_FACTORS)
-        unknown = [f for f in self.factor_names if f not in PROBE_FACTORS]
-        if unknown:
-            raise ValueError(f"the probe cannot read {unknown}; choose from {PROBE_FACTORS}")
-        layers: list[nn.Module] = []
-        channels, size = 3, resolution
-        for stage in range(int(math.log2(resolution // 4))):
-            out = width * min(2 ** stage, 4)
-            layers += [nn.Conv2d(channels, out, 4, 2, 1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            channels, size = out, size // 2
-        self.trunk = nn.Sequential(*layers)
-        self.num_outputs = sum(2 if f in CYCLIC else 1 for f in self.factor_names)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 256), nn.ReLU(inplace=True),
-                                  nn.Linear(256, self.num_outputs))
-
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Undecoded outputs [N, num_outputs] of float images in [-1, 1] (what training fits)."""
-        assert_shape(x, [None, 3, self.resolution, self.resolution], "probe input")
-        return self.head(self.trunk(x))
-
-    def encode_targets(self, normalised: torch.Tensor) -> torch.Tensor:
-        """Normalised factors [N, F] -> the raw outputs a perfect probe gives [N, num_outputs]."""
-        cols = []
-        for j, name in enumerate(self.factor_names):
-            v = normalised[:, j]
-            cols += [torch.cos(2 * math.pi * v), torch.sin(2 * math.pi * v)] if name in CYCLIC else [v]
-        return torch.stack(cols, 1)
-
-    def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw outputs [N, num_outputs] -> normalised factors [N, F]."""
-        cols, k = [], 0
-        for name in self.factor_names:
-            if name in CYCLIC:
-                cols.append(torch.remainder(torch.atan2(raw[:, k + 1], raw[:, k]) / (2 * math.pi), 1.0))
-                k += 2
-            else:
-                cols.append(raw[:, k].clamp(0.0, 1.0))
-                k += 1
-        return torch.stack(cols, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Float images [N, 3, R, R] in [-1, 1] -> factors [N, F] in normalised units."""
-        return self.decode(self.raw(x))
-
-    @torch.inference_mode()
-    def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Factors [N, F] (on CPU) of float images [N, 3, H, W] in [-1, 1], resized to the probe's
-        resolution if needed; batched, in eval mode."""
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for start in range(0, len(images), batch_size):
-                x = images[start:start + batch_size].to(device).float().clamp(-1, 1)
-                if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-                    x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
-                                      antialias=True, align_corners=False)
-                out.append(self(x.contiguous()).cpu())
-            return torch.cat(out) if out else torch.empty(0, len(self.factor_names))
-        finally:
-            self.train(was_training)
-
-    def predict_uint8(self, images: np.ndarray) -> np.ndarray:
-        """Factors float32 [N, F] of uint8 images [N, H, W, 3] (e.g. GIF frames), resized if needed."""
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return self.predict(x).numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# 3-4. Training and loading the probe
-
-def probe_budget(data: DataConfig) -> tuple[int, int]:
-    """Default (n_train, epochs) of the probe for a data config.
-
-    n_train: the data set's own training-split size, at most ``MAX_PROBE_IMAGES``;
-    epochs: ``PROBE_PASSES // n_train`` within [2, 4]. Default profile (12,000 train images):
-    8,192 images x 4 epochs; quick profile (1,024): 1,024 x 4.
-    """
-    n_train = max(64, min(data.n_train, MAX_PROBE_IMAGES))
-    return n_train, max(2, min(4, PROBE_PASSES // n_train))
-
-
-def _render_split(n: int, seed: int, split: str, size: int, progress: bool | None,
-                  desc: str) -> tuple[torch.Tensor, np.ndarray]:
-    """(uint8 images [n, 3, R, R], normalised factors [n, F]) of a fresh, unplanted stream."""
-    factors = sample_factors(n, seed, split)
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    chunk = 1024
-    for start in tqdm(range(0, n, chunk), desc=desc, unit="chunk", enabled=progress):
-        images[start:start + chunk] = render(factors[start:start + chunk], size)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), normalise_factors(factors)
-
-
-def _r2(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Coefficient of determination over all columns of [N, C] (C = 2 for a hue's cos, sin)."""
-    residual = (pred - target).square().sum()
-    total = (target - target.mean(0)).square().sum()
-    return float(1.0 - residual / total.clamp_min(1e-12))
-
-
-def probe_metrics(probe: AttributeProbe, images: torch.Tensor, normalised: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per factor on held-out images: ``r2`` (of the raw outputs: value, or the hue's cos / sin)
-    and ``mae`` (mean :func:`factor_change` between reading and truth, normalised units)."""
-    x = images.float() / 127.5 - 1.0
-    truth = torch.from_numpy(normalised)
-    with torch.inference_mode():
-        device = next(probe.parameters()).device
-        probe.eval()
-        raw = torch.cat([probe.raw(x[s:s + 256].to(device)).cpu() for s in range(0, len(x), 256)])
-    target = probe.encode_targets(truth)
-    mae = factor_change(probe.decode(raw), truth, probe.factor_names).mean(0)
-    out, k = {}, 0
-    for j, name in enumerate(probe.factor_names):
-        width = 2 if name in CYCLIC else 1
-        out[name] = {"r2": _r2(raw[:, k:k + width], target[:, k:k + width]), "mae": float(mae[j])}
-        k += width
-    return out
-
-
-def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
-               expected_config: dict[str, Any] | None = None) -> AttributeProbe:
-    """Load ``run_dir/probe.pt`` (eval mode, gradients off); ``CheckpointError`` when it is
-    missing, damaged or written with another configuration."""
-    state = load_checkpoint(Path(run_dir) / PROBE_CHECKPOINT, expected_config=expected_config)
-    cfg = state["config"]
-    probe = AttributeProbe(cfg["resolution"], cfg["width"], cfg["factor_names"])
-    probe.load_state_dict(state["model"])
-    return probe.to(device).eval().requires_grad_(False)
-
-
-def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.device = "cpu", force: bool = False,
-                progress: bool | None = None, n_train: int | None = None, epochs: int | None = None) -> AttributeProbe:
-    """Train (or reuse) the attribute probe for the synthetic data ``data`` describes.
-
-    Training images are rendered afresh from the renderer's own factor stream (seed
-    ``data.seed + PROBE_SEED_OFFSET``, split ``train``; held-out: split ``val``, 1/4 as many,
-    at least 256), unplanted, so every factor is independent of the others and none is the
-    classifier's image. Sizes default to :func:`probe_budget`; batches of ``n_train // 32``
-    images within [32, 128] (at least 32 steps per epoch). Loss: per output, the squared error
-    divided by the target's variance (a mean of 1 - R^2), Adam with a one-cycle schedule.
-
-    Writes ``run_dir/config.json``, ``probe.pt`` (state_dict + config, atomic) and
-    ``metrics.json`` (per-factor held-out R^2 and MAE, timing). A finished run with the same
-    configuration is reused unless ``force``.
-    """
-    if data.dataset != "synthetic":
-        raise ValueError(f"the attribute probe needs the synthetic data set (known factors), not {data.dataset!r}")
-    default_n, default_epochs = probe_budget(data)
-    n_train = n_train or default_n
-    epochs = epochs or default_epochs
-    seed = data.seed + PROBE_SEED_OFFSET
-    config = {"resolution": data.resolution, "seed": seed, "n_train": n_train, "epochs": epochs, "width": 32,
-              "batch_size": max(32, min(128, n_train // 32)), "lr": 3e-3, "factor_names": list(PROBE_FACTORS)}
-    run_dir = Path(run_dir)
-    if not force and (run_dir / PROBE_CHECKPOINT).exists():
-        try:
-            return load_probe(run_dir, device=device, expected_config=config)
-        except CheckpointError as err:
-            print(f"not reusing {run_dir / PROBE_CHECKPOINT}: {err}; training again")
-    save_config({"data": to_dict(data), "probe": config}, run_dir)
-
-    start = time.perf_counter()
-    images, targets = _render_split(n_train, seed, "train", data.resolution, progress, "rendering probe images")
-    held_images, held_targets = _render_split(max(256, n_train // 4), seed, "val", data.resolution, progress,
-                                              "rendering probe held-out images")
-    seconds_render = time.perf_counter() - start
-
-    seed_everything(seed)
-    probe = AttributeProbe(data.resolution, config["width"], config["factor_names"]).to(device)
-    target = probe.encode_targets(torch.from_numpy(targets))
-    weight = 1.0 / target.var(0).clamp_min(1e-6)
-    opt = torch.optim.Adam(probe.parameters(), lr=config["lr"])
-    bs = config["batch_size"]
-    steps_per_epoch = max(1, n_train // bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc="attribute probe", enabled=progress)
-    probe.train()
-    for epoch in range(epochs):
-        order = torch.randperm(n_train, generator=gen)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * bs:(step + 1) * bs]
-            x = (images[idx].float() / 127.5 - 1.0).to(device)
-            loss = ((probe.raw(x) - target[idx].to(device)).square() * weight.to(device)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (step + 1):.3f}")
-        history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
-    bar.close()
-    probe.eval().requires_grad_(False)
-    per_factor = probe_metrics(probe, held_images, held_targets)
-    metrics = {"factors": per_factor, "mean_r2": float(np.mean([m["r2"] for m in per_factor.values()])),
-               "n_train": n_train, "n_heldout": len(held_images), "epochs": epochs, "history": history,
-               "seconds": {"render": seconds_render, "total": time.perf_counter() - start}, "device": str(device)}
-    save_checkpoint(run_dir / PROBE_CHECKPOINT, {"model": probe.state_dict(), "config": config})
-    (run_dir / PROBE_METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
-    return probe
-
-
-def load_or_train_probe(profile: Profile, task: TaskConfig, *, device: str | torch.device = "cpu",
-                        force: bool = False, progress: bool | None = None) -> AttributeProbe:
-    """The probe of a task's StylEx data (the images its generators imitate); trained on first use.
-
-    The probe reads factors, not labels, and its training images depend only on the resolution
-    and the data seed, so tasks that share those share one probe:
-    ``runs/<profile>/probe-<R>px-seed<S>``.
-    """
-    data = task.stylex_data
-    run_dir = Path(profile.run_root) / profile.name / f"probe-{data.resolution}px-seed{data.seed}"
-    return train_probe(data, run_dir, device=device, force=force, progress=progress)
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. What each coordinate changes
+# 2. What each coordinate changes
 
 @torch.inference_mode()
 def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attributes: Attributes, k: int, *,
@@ -474,7 +176,7 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. Per model and method
+# 3. Per model and method
 
 def precision_at_k(coords: Sequence[Mapping[str, Any]], used: Collection[str], *,
                    min_change: float = MIN_CHANGE) -> float:
@@ -531,7 +233,7 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
             "spurious_used": spurious in used, "methods": methods}
 
 
-TARGET_PRECISION = 0.75  # the project's target for AttFind on StylEx models (issue: ground truth)
+TARGET_PRECISION = 0.75  # this reproduction's target for AttFind's precision@k on StylEx models
 
 
 def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TARGET_PRECISION) -> dict[str, Any]:
@@ -554,7 +256,7 @@ def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TAR
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Tables and figures
+# 4. Tables and figures
 
 def fidelity_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, model, method) for ``repro.report.markdown_table``: precision@k, whether

@@ -5,7 +5,8 @@ clamped to [-1, 1] first (as the authors' ``call_synthesis`` does and as a figur
 and the logits come back as float32. :func:`classify_images` is the batched form in eval mode;
 :func:`fast_classifier` is the same function computed by a BatchNorm-folded channels_last copy
 (AttFind's effects and the flip rate); :func:`eval_mode` keeps BatchNorm statistics out of edit
-batches; :func:`prepare_inputs` moves styles and fixed noise to the generator's device.
+batches; :func:`prepare_inputs` moves styles and fixed noise to the generator's device;
+:func:`classifier_probs` is StylEx's class input, softmax C(x), of a set of real images.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["device_of", "eval_mode", "classify", "classify_images", "fast_classifier", "prepare_inputs"]
+if TYPE_CHECKING:
+    from repro.data import ImageSet
+
+__all__ = ["device_of", "eval_mode", "classify", "classify_images", "classifier_probs", "fast_classifier",
+           "prepare_inputs"]
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -58,6 +64,19 @@ def classify_images(classifier: nn.Module, images: torch.Tensor, batch_size: int
     with eval_mode(classifier):
         out = [classify(classifier, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, 2)
+
+
+@torch.inference_mode()
+def classifier_probs(classifier: nn.Module, images: "ImageSet", device: torch.device,
+                     batch_size: int = 512) -> torch.Tensor:
+    """softmax C(x) [N, 2] on ``device`` of every image of a set, by :func:`classify`, computed once
+    (StylEx's class input: valid because no augmentation is applied). The classifier runs in the
+    mode it is in (the trainer's and the evaluation's are frozen in eval mode)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images.batch(slice(start, start + batch_size), device)
+        out.append(F.softmax(classify(classifier, x), dim=1))
+    return torch.cat(out).to(device)
 
 
 _FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Callable]]" = weakref.WeakKeyDictionary()

@@ -116,7 +116,7 @@ class LossWeights:
         adv: generator adversarial loss.
         lpips: LPIPS(x, G(x)) (the report: 0.1).
         lpips_net: LPIPS backbone of that term, ``alex`` or ``vgg`` (see ``repro.perceptual``).
-        img_l1: L1(x, G(x)) (the report: 0.1; the seed's code used 1.0).
+        img_l1: L1(x, G(x)) (the report: 0.1; earlier code used 1.0).
         latent_l1: L1(E(G(x)), E(x)) (ours to choose).
         classifier_kl: KL(C(x) || C(G(x))).
         r1_gamma / r1_interval: R1 gamma and lazy interval.

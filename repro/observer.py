@@ -1,7 +1,7 @@
 """The second observer C' and the edit size: telling a semantic explanation from an adversarial one.
 
 G is fed C's softmax and trained to satisfy C, so reconstructions and AttFind counterfactuals can
-carry a signal only C reads (spec section 9). Two measures check that (issue 14, item 3):
+carry a signal only C reads. Two measures check that:
 
 - **A second observer** C': a classifier of another architecture and seed (``profile.observer``,
   by default the plain CNN of :class:`repro.networks.PlainCNN`), trained by the classifier stage

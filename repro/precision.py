@@ -76,7 +76,7 @@ def numerical_check(model: nn.Module, classifier: nn.Module, precision: str, dev
                     batch: int = 8, seed: int = 0) -> dict[str, Any]:
     """Render one fixed batch in fp32 and in ``precision``; compare images and classifier output.
 
-    ``model`` is a ``repro.training.StylExModel`` (its generator is used with a random w).
+    ``model`` is a ``repro.model.StylExModel`` (its generator is used with a random w).
     Returns ``{"precision", "image_mean_abs", "image_max_abs", "prob_max_abs", "ok"}``.
     """
     gen = torch.Generator().manual_seed(seed)

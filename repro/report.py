@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repro.config import DataConfig, Profile, get_profile
+from repro.utils import write_atomic
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _gpu_recipe(train: list[dict[str, Any]]) -> str:
         if _is_cuda(r) and r.get("profile") == "paper-afhq" and r.get("mode") == "stylex":
             newest[(r["device"], _precision(r))] = r
     head = (f"**GPU recipe, measured and projected** (paper profile, {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} images; "
-            "the issue's target is >= 500 images/s of StylEx training on one H100).")
+            "this reproduction's target is >= 500 images/s of StylEx training on one H100).")
     if not newest:
         return (f"{head} No GPU run has been measured yet: `benchmarks/results/train_speed.jsonl` has no CUDA "
                 f"record of paper-afhq StylEx training, so no GPU throughput or projected time is given. On a "
@@ -286,12 +287,12 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
         return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
 
     text = re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.S)
-    readme.write_text(text)
+    write_atomic(readme, text)
     return changed
 
 
 README_CAPTIONS = {
-    "ablation": "**The StylEx recipe, chosen by measurement** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro ablation`): each row one training run of the synth-age stylex model (seed 0) with the settings of `repro.ablation.ROWS`; LPIPS (VGG) and L1 of 512 held-out reconstructions, C's agreement, the second observer C''s accuracy on originals and reconstructions, and the top-10 AttFind / random edits' flip rates of C and C' (C' among images both agreed on) and edit size (max /255).",
+    "ablation": "**The StylEx recipe, chosen by measurement** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro ablation`): each row one training run of the synth-age stylex model (seed 0) with the settings of `repro.ablation.ROWS`; LPIPS (VGG) and L1 of 512 held-out reconstructions; on the 400 held-out images of the flip rate, C's agreement between originals and their reconstructions, the second observer C''s accuracy on originals and reconstructions, and the top-10 AttFind / random edits' flip rates of C and C' (C' among images both agreed on) and edit size (max /255).",
     "fidelity": "**Does an independent observer confirm the explanations?** ([notebook 06](notebooks/06_flip_rate.ipynb)): the top-10 edit of each method, flip rate of C and of the second observer C' (among images both agreed on before the edit) and its size in /255, mean ± std over training seeds.",
     "benchmarks": "**Speed** (run by hand, appended to `benchmarks/results/`; measurements, never pass/fail tests).",
     "classifier_metrics": "**Classifiers** ([notebook 01](notebooks/01_classifier.ipynb)): held-out accuracy of MobileNetV2 trained from scratch.",

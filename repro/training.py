@@ -9,9 +9,9 @@ logging; it knows nothing of AttFind. One iteration is:
 2. generator phase: generator (+ encoder, + mapping) forward, every loss term, one backward;
    every ``pl_interval`` iterations a path-length phase;
 3. EMA update of generator, encoder and mapping network together, so evaluation uses a
-   matching pair (the seed implementation paired the EMA generator with the raw encoder).
+   matching pair (an EMA generator with the raw encoder, as earlier code paired them, is not one).
 
-Modes (``StylExModel.mode``):
+Modes (``StylExModel.mode``; the model and its architecture live in ``repro.model``):
     stylex      w = [E(x), softmax C(x)]; reconstruction, latent and classifier losses.
     stylex-alt  as stylex, but every ``alt_ratio``-th iteration is a z-pass:
                 w = [mapping(z), p] with p the classifier probabilities of the real images of the
@@ -22,7 +22,8 @@ Modes (``StylExModel.mode``):
 Outputs in the run directory: ``config.json``, ``metadata.json`` (device, LPIPS status, ...),
 ``log.jsonl`` (every loss term by name), ``samples/`` (reconstruction / sample grids),
 ``checkpoints/ckpt-NNNNNNN.pt`` (full state, last K kept) and, when finished, ``model.pt``
-(the EMA networks + config): its presence marks the stage as done.
+(the EMA networks, config and architecture; ``repro.model.load_stylex`` reads it): its presence
+marks the stage as done.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -45,94 +45,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from repro.checkpoint import CheckpointError, ConfigMismatch, check_run_dir, load_checkpoint, save_checkpoint
-from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, save_config, to_dict
+from repro.checkpoint import check_run_dir, save_checkpoint
+from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, to_dict
 from repro.data import ImageSet, load_split
 from repro.losses import StylExLoss, d_fake_loss, d_real_loss
-from repro.networks import Discriminator, Encoder, Generator, MappingNetwork
+from repro.inference import classifier_probs
+from repro.model import FINAL, NUM_CLASSES, StylExArch, StylExModel, TrainResult, load_stylex
+from repro.networks import Discriminator
 from repro.perceptual import LPIPSLoss
 from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
 from repro.precision import validate as validate_precision
-from repro.utils import pick_device, seed_everything, tqdm
-
-NUM_CLASSES = 2
-FINAL = "model.pt"
-# Config fields that must match for a checkpoint to be resumed or loaded into these networks.
-ARCH_KEYS = ("mode", "resolution", "channels", "latent_dim", "mapping_layers")
-
-
-def arch_keys(mode: str) -> tuple[str, ...]:
-    """The ARCH_KEYS that shape a model of ``mode``: a stylex model has no mapping network, so its
-    depth is not part of it (a stylex checkpoint loads whatever mapping_layers the profile names)."""
-    return tuple(k for k in ARCH_KEYS if not (mode == "stylex" and k == "mapping_layers"))
-
-
-class StylExModel(nn.Module):
-    """The generator side of one model: generator, encoder and mapping network as its mode needs.
-
-    Parameters:
-        mode: one of ``MODES``.
-        resolution: image size.
-        channels: uniform width of every network.
-        latent_dim: encoder / mapping output size.
-        mapping_layers: depth of the mapping network.
-    """
-
-    def __init__(self,
-                 mode: str,             # stylex | stylex-alt | stylegan2
-                 resolution: int,       # image size in pixels
-                 channels: int,         # conv width
-                 latent_dim: int = 512,  # E(x) / mapping(z) size
-                 mapping_layers: int = 8):  # mapping network depth
-        super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-        self.mode = mode
-        self.latent_dim = latent_dim
-        self.conditional = mode != "stylegan2"
-        w_dim = latent_dim + NUM_CLASSES if self.conditional else latent_dim
-        self.generator = Generator(resolution, channels, w_dim=w_dim)
-        self.encoder = Encoder(resolution, channels, out_dim=latent_dim) if mode != "stylegan2" else None
-        self.mapping = (MappingNetwork(z_dim=latent_dim, w_dim=latent_dim, num_layers=mapping_layers)
-                        if mode != "stylex" else None)
-
-    def encode(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """w = [E(x), softmax C(x)] for real images (StylEx modes)."""
-        if self.encoder is None:
-            raise ValueError("a stylegan2 model has no encoder; sample w with sample_w(z)")
-        return torch.cat([self.encoder(x), probs], dim=1)
-
-    def sample_w(self, z: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
-        """w from the mapping network: [mapping(z), p] (stylex-alt) or mapping(z) (stylegan2)."""
-        if self.mapping is None:
-            raise ValueError("a stylex model has no mapping network; encode real images instead")
-        w = self.mapping(z)
-        return torch.cat([w, probs], dim=1) if self.conditional else w
-
-    def forward(self, x: torch.Tensor | None, probs: torch.Tensor | None, z: torch.Tensor | None,
-                noise: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One generator pass (the unit DDP wraps): an encoder pass when ``z`` is None, else a z-pass.
-        Returns (image, w)."""
-        w = self.encode(x, probs) if z is None else self.sample_w(z, probs)
-        return self.generator(w, noise), w
-
-
-@dataclass
-class TrainResult:
-    """Where a training run ended.
-
-    Parameters:
-        run_dir: the run directory.
-        iteration: iterations completed.
-        model: the EMA networks (eval mode).
-        metadata: the contents of ``metadata.json``.
-    """
-
-    run_dir: Path
-    iteration: int
-    model: StylExModel
-    metadata: dict[str, Any] = field(default_factory=dict)
-
+from repro.stage import StageDir
+from repro.utils import pick_device, seed_everything, tqdm, write_atomic
 
 class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/Inf; nothing was written over the last good checkpoint."""
@@ -173,16 +97,6 @@ def _init_distributed(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 # the loop
 
-def arch_config(mode: str, resolution: int, config: StylExConfig) -> dict[str, Any]:
-    return {"mode": mode, "resolution": resolution, "channels": config.channels,
-            "latent_dim": config.latent_dim, "mapping_layers": config.mapping_layers}
-
-
-def build_model(arch: dict[str, Any]) -> StylExModel:
-    return StylExModel(arch["mode"], arch["resolution"], arch["channels"], arch["latent_dim"],
-                       arch["mapping_layers"])
-
-
 def ema_beta(config: StylExConfig, images_seen: int) -> float:
     """This iteration's EMA decay, with stylegan2-ada's ramp-up.
 
@@ -209,17 +123,6 @@ def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch
     """Adam with StyleGAN2's lazy-regularisation correction (lr and betas scaled by k/(k+1))."""
     ratio = interval / (interval + 1) if interval > 0 else 1.0
     return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
-
-
-@torch.inference_mode()
-def classifier_probs(classifier: nn.Module, images: ImageSet, device: torch.device,
-                     batch_size: int = 512) -> torch.Tensor:
-    """softmax C(x) of every image of a set, computed once (valid: no augmentation is applied)."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images.batch(slice(start, start + batch_size), device)
-        out.append(F.softmax(classifier(x).float(), dim=1))
-    return torch.cat(out).to(device)
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -249,22 +152,7 @@ def _trim_log(log_file: Path, last_iteration: int) -> None:
             continue  # the half-written last line of a killed run
         if record.get("iteration", 0) <= last_iteration:
             kept.append(line)
-    tmp = log_file.with_name(log_file.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, log_file)
-
-
-def _latest_valid_checkpoint(run_dir: Path, arch: dict[str, Any], map_location) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; a damaged one is reported and skipped, never trusted."""
-    for path in reversed(_checkpoints(run_dir)):
-        try:
-            return load_checkpoint(path, map_location=map_location, expected_config=arch,
-                                   config_keys=arch_keys(arch["mode"]))
-        except ConfigMismatch:
-            raise
-        except CheckpointError as err:
-            print(f"skipping damaged checkpoint: {err}")
-    return None
+    write_atomic(log_file, "".join(f"{line}\n" for line in kept))
 
 
 def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: nn.Module,
@@ -288,26 +176,23 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if world > 1:
         _init_distributed(dev)
     total_iters = iterations if iterations is not None else config.iterations
-    arch = arch_config(mode, data.resolution, config)
-    full_config = {**arch, "data": to_dict(data), "stylex": to_dict(config), "iterations": total_iters}
+    arch = StylExArch.of(mode, data.resolution, config)
+    full_config = {**arch.to_dict(), "data": to_dict(data), "stylex": to_dict(config), "iterations": total_iters}
 
-    final = run_dir / FINAL
-    if not force and final.exists():
-        try:
-            return load_stylex(run_dir, device=dev, expected_config=arch)
-        except ConfigMismatch:
-            raise  # another model lives here: never train over it silently
-        except CheckpointError as err:
-            print(f"not reusing {final}: {err}; training again")
+    # The stage protocol (repro.stage); checkpoints must match the architecture only. strict:
+    # another model living here (another architecture) is never trained over silently.
+    stage = StageDir(run_dir, FINAL, full_config, config_keys=arch.keys)
+    done = stage.reuse(lambda: load_stylex(run_dir, device=dev, expected=arch), force=force, strict=True)
+    if done is not None:
+        return done
     if force and rank == 0:
-        for path in _checkpoints(run_dir) + [final]:
+        for path in _checkpoints(run_dir) + [stage.result]:
             path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
     if rank == 0:
-        check_run_dir(run_dir)
+        stage.begin()
         _remove_stale_temp_files(run_dir)
-        save_config(full_config, run_dir)
 
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes: each process "
@@ -324,7 +209,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         train = train.to(dev)  # the whole uint8 set on the GPU: batches are an index away
 
     layout = memory_format(config.channels_last)
-    model = build_model(arch).to(dev, memory_format=layout)
+    model = arch.build().to(dev, memory_format=layout)
     disc = Discriminator(data.resolution, config.channels, num_classes=NUM_CLASSES).to(dev, memory_format=layout)
     if rank == 0:  # a checkpoint holds model, EMA, discriminator and two Adam moments: ~5x the weights
         weight_bytes = sum(p.numel() * p.element_size() for m in (model, disc) for p in m.parameters())
@@ -346,7 +231,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     batch_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
     start_iter, pl_mean = 0, torch.zeros((), device=dev)
 
-    state = _latest_valid_checkpoint(run_dir, arch, dev) if not force else None
+    state = stage.resume(reversed(_checkpoints(run_dir)), map_location=dev) if not force else None
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -382,7 +267,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
         metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
     if rank == 0:
-        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     if "precision_check" in metadata:
         require_close(metadata["precision_check"])  # after metadata.json, which records the numbers
     if rank == 0:
@@ -398,8 +283,8 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
 
     def make_state(iteration: int) -> dict[str, Any]:
-        s = {"config": full_config, "iteration": iteration, "model": model.state_dict(), "ema": ema.state_dict(),
-             "disc": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+        s = {"config": full_config, "arch": arch.to_dict(), "iteration": iteration, "model": model.state_dict(),
+             "ema": ema.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
              "pl_mean": pl_mean.detach().cpu(), "batch_gen": batch_gen.get_state(),
              "torch_rng": torch.get_rng_state(), "lpips": lpips_status}
         if opt_e is not None:
@@ -534,29 +419,12 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if rank == 0 and iteration >= total_iters:
         write_checkpoint(iteration)
         metadata["finished_iteration"] = iteration
-        (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        save_checkpoint(final, {"config": full_config, "ema": ema.state_dict(), "metadata": json.dumps(metadata)})
+        write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
+        save_checkpoint(stage.result, {"config": full_config, "arch": arch.to_dict(), "ema": ema.state_dict(),
+                                "metadata": json.dumps(metadata)})
     if world > 1:
         dist.barrier()
     return TrainResult(run_dir, iteration, ema, metadata)
-
-
-def load_stylex(run_dir: str | Path, *, device: str | torch.device = "cpu",
-                expected_config: dict[str, Any] | None = None) -> TrainResult:
-    """Load a finished model's EMA networks (eval mode, gradients off).
-
-    With ``expected_config`` (an :func:`arch_config`), a model of another mode, resolution, width,
-    latent size or mapping depth is refused with a ``CheckpointError`` that names the fields.
-    """
-    run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / FINAL, map_location="cpu", expected_config=expected_config,
-                            config_keys=arch_keys(expected_config["mode"]) if expected_config is not None else None)
-    arch = {k: state["config"][k] for k in ARCH_KEYS}
-    model = build_model(arch)
-    model.load_state_dict(state["ema"])
-    model.to(device).eval().requires_grad_(False)
-    metadata = json.loads(state["metadata"])
-    return TrainResult(run_dir, int(metadata.get("finished_iteration", 0)), model, metadata)
 
 
 def train_profile_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto",

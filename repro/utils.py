@@ -1,13 +1,15 @@
-"""Small shared helpers: devices, seeding, timing, progress bars."""
+"""Small shared helpers: devices, seeding, timing, progress bars, atomic file writes."""
 
 from __future__ import annotations
 
 import os
 import random
 import sys
+import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 import torch
@@ -59,3 +61,35 @@ def timed() -> Iterator[dict[str, float]]:
         yield record
     finally:
         record["seconds"] = time.perf_counter() - start
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """``with atomic_write(path) as f: ...``: write ``path`` so that it is always whole.
+
+    ``f`` is a temporary file beside ``path`` (``.NAME.tmp-PID-THREAD``); when the block ends
+    without an error it is flushed, fsynced and renamed over ``path``, so readers (and a crash at
+    any moment) see the old file or the new one, never half of one. On an error the temporary
+    file is removed, ``path`` is left as it was and the error propagates. ``mode``: ``wb`` or
+    ``w`` (UTF-8 text).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write writes a whole new file: mode 'wb' or 'w', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to ``path`` with :func:`atomic_write`; returns ``path``."""
+    with atomic_write(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return Path(path)

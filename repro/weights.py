@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from repro.config import Profile, config_diff, to_dict
+from repro.utils import atomic_write
 
 MANIFEST = "manifest.json"
 CARD = "MODEL_CARD.md"
@@ -152,7 +153,7 @@ def profile_stages(profile: Profile) -> Iterator[Stage]:
 
 def _weights_name(stage: Stage) -> str:
     from repro.classifier import CHECKPOINT
-    from repro.training import FINAL
+    from repro.model import FINAL
 
     return FINAL if stage.kind == "model" else CHECKPOINT
 
@@ -171,10 +172,10 @@ def expected_config(profile: Profile, stage: Stage) -> dict[str, Any]:
         from repro.classifier import run_config
 
         return run_config(task.classifier_data, profile.classifier if stage.kind == "classifier" else profile.observer)
-    from repro.training import arch_config
+    from repro.model import StylExArch
 
     config = dataclasses.replace(profile.stylex, seed=stage.seed)
-    return {**arch_config(stage.mode, task.stylex_data.resolution, config), "data": to_dict(task.stylex_data),
+    return {**StylExArch.of(stage.mode, task.stylex_data.resolution, config).to_dict(), "data": to_dict(task.stylex_data),
             "stylex": to_dict(config), "iterations": config.iterations}
 
 
@@ -245,13 +246,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as f, atomic_write(dest) as out:
+        shutil.copyfileobj(f, out)
 
 
 # ---------------------------------------------------------------------------------------------

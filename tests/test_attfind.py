@@ -254,7 +254,8 @@ def test_one_vs_all_uses_all_images_and_class_0():
     effect, base = planted_effects(1)
     config = get_preset("authors-one-vs-all")
     assert config.effect_threshold == 0.1 and config.image_effect_cap == pytest.approx(0.5)
-    filtered, _ = filter_unstable(effect, 2.0, 750)
+    # the filter as run_attfind applies it: the authors' share of the 4S entries at this S
+    filtered, _ = filter_unstable(effect, config.unstable_threshold, config.unstable_limit(effect.shape[2]))
     got = run_attfind(EffectResult(torch.from_numpy(effect), torch.from_numpy(base)), config)
     # transcription: the greedy of step 5 for class 0 over every image
     S = effect.shape[2]
@@ -305,7 +306,9 @@ def test_check_vetoes_a_coordinate():
 def test_presets_and_config():
     assert PRESETS["authors"].num_indices == 8 and PRESETS["authors"].effect_threshold == 0.2
     assert PRESETS["authors"].image_effect_cap == pytest.approx(1.0)
-    assert PRESETS["authors"].unstable_threshold == 2.0 and PRESETS["authors"].unstable_max_count == 750
+    assert PRESETS["authors"].unstable_threshold == 2.0 and PRESETS["authors"].unstable_max_count is None
+    assert PRESETS["authors"].unstable_max_share == 750 / (2 * 2 * 5760)  # 750 at the authors' S
+    assert PRESETS["authors"].unstable_limit(5760) == 750
     assert PRESETS["replication"].num_indices == 10 and PRESETS["replication"].image_effect_cap == pytest.approx(2.5)
     assert AttFindConfig(max_image_effect=0.7).image_effect_cap == 0.7
     with pytest.raises(ValueError):

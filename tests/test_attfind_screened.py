@@ -182,28 +182,11 @@ def test_eval_config_attfind_screen():
 def test_explain_with_screened_attfind(tmp_path):
     """EvalConfig.attfind_screen reaches explain_model: share 1 reproduces exact AttFind's list,
     a smaller share records its screen; changing it recomputes instead of reusing the results."""
-    import json
+    from fake_runs import fake_finished_run
 
-    from repro.checkpoint import save_checkpoint
-    from repro.classifier import run_config
-    from repro.config import get_profile
     from repro.explain import explain_model
-    from repro.networks import build_classifier
-    from repro.training import FINAL, arch_config, build_model
 
-    profile = get_profile("quick", run_root=str(tmp_path / "runs"))
-    task = profile.tasks[0]
-    for data in (task.stylex_data, task.classifier_data):
-        data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
-    arch = arch_config("stylex", 32, profile.stylex)
-    torch.manual_seed(0)
-    save_checkpoint(profile.run_dir(task.name, "stylex") / FINAL,
-                    {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
-    torch.manual_seed(1)
-    run_dir = profile.run_dir(task.name, "classifier")
-    save_checkpoint(run_dir / "classifier.pt", {"model": build_classifier(2, profile.classifier.arch).eval().state_dict(),
-                                                "config": run_config(task.classifier_data, profile.classifier)})
-    (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}) + "\n")
+    profile, task = fake_finished_run(tmp_path, ("stylex",))
 
     def explain(screen):
         profile.eval = dataclasses.replace(profile.eval, attfind_screen=screen, curve_ks=[1, 4], repeats=1)

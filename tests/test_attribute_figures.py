@@ -16,9 +16,9 @@ from repro.data import ImageSet
 from repro.evaluation import fixed_noise, latents
 from repro.explain import Explanation
 from repro.explorer import Explorer, _upload_content, explorer, render_signed
+from repro.model import StylExArch
 from repro.networks import build_classifier
 from repro.stylespace import Attributes, decode_index, flatten_styles, style_range
-from repro.training import arch_config, build_model
 
 NAMES = ("young", "old")
 R = 32
@@ -55,7 +55,7 @@ def tiny(one_thread):
     """
     torch.manual_seed(0)
     cfg = get_profile("quick").stylex
-    model = build_model(arch_config("stylex", R, cfg)).eval()
+    model = StylExArch.of("stylex", R, cfg).build().eval()
     classifier = build_classifier().eval()
     found = latents(model, classifier, _random_images(8, 0), seed=0)
     held_out = latents(model, classifier, _random_images(12, 1), seed=1)
@@ -166,7 +166,7 @@ def test_explorer_static_figure(tiny, tmp_path):
 
 def test_explorer_without_encoder_has_no_upload(tiny):
     cfg = get_profile("quick").stylex
-    model = build_model(arch_config("stylegan2", R, cfg)).eval()
+    model = StylExArch.of("stylegan2", R, cfg).build().eval()
     sampled = latents(model, tiny.classifier, n=4, seed=0)
     exp = Explanation(model, tiny.classifier, sampled, sampled, tiny.attributes, {"task": "tiny", "mode": "stylegan2"})
     app = explorer(exp, top=2, class_names=NAMES)

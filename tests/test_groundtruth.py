@@ -1,8 +1,6 @@
-"""Ground-truth fidelity: true factor importance, the attribute probe, and what coordinates change."""
+"""Ground-truth fidelity: true factor importance and what coordinates change (the probe: test_probe.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -10,41 +8,19 @@ import torch
 from torch import nn
 
 from repro import groundtruth as gt
-from repro.checkpoint import CheckpointError
 from repro.config import DataConfig, get_profile
-from repro.data.synthetic import FACTORS, intervene, render, sample_factors
+from repro.data.synthetic import intervene, render, sample_factors
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
+from repro.model import StylExArch
+from repro.probe import PROBE_FACTORS, AttributeProbe
 from repro.stylespace import Attributes
-from repro.training import arch_config, build_model
 
 DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
 
 
 # ---------------------------------------------------------------------------------------------
-# Units and pure rules
-
-def test_cyclic_factors_are_the_renderers_hues():
-    assert set(gt.CYCLIC) == {f.name for f in FACTORS if "cyclic" in f.role}
-    assert gt.PROBE_FACTORS == [f.name for f in FACTORS if f.name != "detail_seed"]
-
-
-def test_factor_change_wraps_hues_and_scales_them_to_one():
-    names = ["wrinkles", "bg_hue"]
-    before = torch.tensor([[0.2, 0.95], [0.0, 0.0], [1.0, 0.25]])
-    after = torch.tensor([[0.7, 0.05], [1.0, 0.5], [1.0, 0.25]])
-    expected = torch.tensor([[0.5, 0.2], [1.0, 1.0], [0.0, 0.0]])  # 0.95 -> 0.05 is 0.1 round the circle
-    assert torch.allclose(gt.factor_change(before, after, names), expected, atol=1e-6)
-
-
-def test_normalise_factors_uses_each_range():
-    rows = intervene(intervene(sample_factors(3, 0), "pos_x", -1.0), "scale", 1.1)
-    norm = gt.normalise_factors(rows)
-    assert norm.shape == (3, len(gt.PROBE_FACTORS))
-    assert np.allclose(norm[:, gt.PROBE_FACTORS.index("pos_x")], 0.0)
-    assert np.allclose(norm[:, gt.PROBE_FACTORS.index("scale")], 1.0)
-    assert norm.min() >= 0 and norm.max() <= 1
-
+# Pure rules
 
 def test_used_factors_rule():
     imp = {"wrinkles": 2.0, "hair_grey": 0.5, "glasses": 0.2, "bg_hue": 0.19}
@@ -100,7 +76,7 @@ def test_importance_of_a_background_reader_is_the_background_hue():
     mask = torch.zeros(32, 32)
     mask[:3, :3] = 1
     imp = gt.factor_importance(RegionReader(mask, channel=0), DATA, n=24)
-    assert list(imp) == gt.PROBE_FACTORS + [gt.NULL]
+    assert list(imp) == PROBE_FACTORS + [gt.NULL]
     assert imp[gt.NULL] < 1e-3 * imp["bg_hue"]  # per-image detail never reaches the corner
     assert max(imp, key=imp.get) == "bg_hue"
     assert imp["bg_hue"] > 0.1
@@ -122,59 +98,6 @@ def test_importance_of_a_glasses_detector_is_glasses():
 
 
 # ---------------------------------------------------------------------------------------------
-# The probe
-
-@pytest.fixture(scope="module")
-def trained_probe(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("probe")
-    probe = gt.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
-    return probe, run_dir
-
-
-def test_probe_training_beats_the_mean_and_is_reused(trained_probe):
-    probe, run_dir = trained_probe
-    metrics = json.loads((run_dir / gt.PROBE_METRICS).read_text())
-    assert set(metrics["factors"]) == set(gt.PROBE_FACTORS)
-    # R^2 > 0 means better than predicting the mean; the hues and grey hair are easy to read
-    for name in ("hair_grey", "bg_hue", "fur_hue"):
-        assert metrics["factors"][name]["r2"] > 0.5, (name, metrics["factors"][name])
-    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
-    mtime = (run_dir / gt.PROBE_CHECKPOINT).stat().st_mtime_ns
-    again = gt.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
-    assert (run_dir / gt.PROBE_CHECKPOINT).stat().st_mtime_ns == mtime  # reused, not retrained
-    for a, b in zip(probe.state_dict().values(), again.state_dict().values()):
-        assert torch.equal(a, b)
-    with pytest.raises(CheckpointError, match="epochs"):
-        gt.load_probe(run_dir, expected_config={"epochs": 5})
-
-
-def test_predict_uint8_shape_range_and_resize(trained_probe):
-    probe, _ = trained_probe
-    images = render(sample_factors(5, seed=9, split="test"), 32)
-    out = probe.predict_uint8(images)
-    assert out.shape == (5, len(probe.factor_names)) and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        assert np.allclose(out, probe(x).numpy(), atol=1e-5)
-    big = probe.predict_uint8(render(sample_factors(5, seed=9, split="test"), 64))
-    assert big.shape == out.shape
-    hue = probe.factor_names.index("bg_hue")  # a 64 px picture of the same faces reads about the same
-    change = gt.factor_change(torch.from_numpy(out), torch.from_numpy(big), probe.factor_names)
-    assert float(change[:, hue].mean()) < 0.25
-    with pytest.raises(ValueError, match="uint8"):
-        probe.predict_uint8(images.astype(np.float32))
-
-
-def test_probe_cyclic_outputs_round_trip():
-    probe = gt.AttributeProbe(32)
-    values = torch.rand(7, len(probe.factor_names))
-    raw = probe.encode_targets(values)
-    assert raw.shape == (7, probe.num_outputs) and probe.num_outputs == len(probe.factor_names) + len(gt.CYCLIC)
-    assert torch.allclose(probe.decode(raw), values, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------
 # Coordinates of a tiny untrained model
 
 class BrightnessClassifier(nn.Module):
@@ -192,7 +115,7 @@ class BrightnessClassifier(nn.Module):
 @pytest.fixture(scope="module")
 def tiny_explanation():
     torch.manual_seed(0)
-    model = build_model(arch_config("stylex", 32, get_profile("quick").stylex)).eval()
+    model = StylExArch.of("stylex", 32, get_profile("quick").stylex).build().eval()
     n = 12
     w = torch.randn(n, model.generator.w_dim, generator=torch.Generator().manual_seed(1))
     lat = Latents(w, fixed_noise(model, n, 1), "encoded")
@@ -221,7 +144,7 @@ def check_coords(coords, names, k):
 
 
 def test_coordinate_factors_structure(tiny_explanation):
-    probe = gt.AttributeProbe(32).eval()
+    probe = AttributeProbe(32).eval()
     attrs = tiny_explanation.attributes["attfind"]
     coords = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10)
     check_coords(coords, probe.factor_names, 2)
@@ -234,8 +157,8 @@ def test_coordinate_factors_structure(tiny_explanation):
 def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):
     profile = get_profile("quick")
     task = profile.tasks[0]
-    probe = gt.AttributeProbe(32).eval()
-    importance = {name: 0.0 for name in gt.PROBE_FACTORS} | {"wrinkles": 3.0, "glasses": 1.0, "bg_hue": 0.2}
+    probe = AttributeProbe(32).eval()
+    importance = {name: 0.0 for name in PROBE_FACTORS} | {"wrinkles": 3.0, "glasses": 1.0, "bg_hue": 0.2}
     res = gt.evaluate(profile, task, "stylex", tiny_explanation, probe=probe, importance=importance, k=2,
                       n_images=6, min_change=0.0)
     assert res["used_factors"] == ["wrinkles", "glasses"]  # bg_hue: 0.2 / 3.0 < 25%
@@ -264,7 +187,7 @@ def test_target_verdict():
 
     v = gt.target_verdict(res(1.0, 0.0, 0.25, True, [0.2, 0.3]), planted=True)
     assert v["met"] and v["mean_purity"] == pytest.approx(0.25)
-    assert v["no_preference"] == pytest.approx(1 / len(gt.PROBE_FACTORS))
+    assert v["no_preference"] == pytest.approx(1 / len(PROBE_FACTORS))
     assert not gt.target_verdict(res(1.0, 0.0, 0.25, False, [0.2]), planted=True)["met"]  # shortcut not exposed
     assert gt.target_verdict(res(1.0, 0.0, 0.25, False, [0.2]), planted=False)["met"]     # nothing planted
     assert not gt.target_verdict(res(0.5, 0.0, 0.0, True, [0.2]), planted=True)["met"]    # below 0.75

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -217,26 +215,10 @@ def test_renderer_one_factor_change_is_positive_for_a_factor_and_zero_for_an_ide
 # -- explain.json gains the fields -----------------------------------------------------------------
 
 def _tiny_trained_run(tmp_path):
-    """A quick-profile run root with an (untrained) tiny StylEx model and classifier in place."""
-    from repro.checkpoint import save_checkpoint
-    from repro.training import FINAL, arch_config, build_model
+    """A quick-profile run root with an (untrained) tiny StylEx model, classifier and observer in place."""
+    from fake_runs import fake_finished_run
 
-    profile = get_profile("quick", run_root=str(tmp_path / "runs"))
-    task = profile.tasks[0]
-    for data in (task.stylex_data, task.classifier_data):
-        data.cache_dir, data.n_val, data.n_test = str(tmp_path / "cache"), 8, 32
-    arch = arch_config("stylex", 32, profile.stylex)
-    torch.manual_seed(0)
-    save_checkpoint(profile.run_dir(task.name, "stylex") / FINAL,
-                    {"config": arch, "ema": build_model(arch).state_dict(), "metadata": json.dumps({})})
-    for component, config, seed in (("classifier", profile.classifier, 1), ("observer", profile.observer, 2)):
-        torch.manual_seed(seed)
-        run_dir = profile.run_dir(task.name, component)
-        state = {"model": build_classifier(2, config.arch).eval().state_dict(),
-                 "config": run_config(task.classifier_data, config)}
-        save_checkpoint(run_dir / "classifier.pt", state)
-        (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}) + "\n")
-    return profile, task
+    return fake_finished_run(tmp_path, ("stylex",), observer=True)
 
 
 def test_explain_json_gains_the_observer_fields(tmp_path):

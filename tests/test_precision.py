@@ -10,8 +10,9 @@ import torch
 from repro import precision
 from repro.config import DataConfig, StylExConfig
 from repro.losses import LossWeights
+from repro.model import StylExModel
 from repro.networks import build_classifier
-from repro.training import StylExModel, train_stylex
+from repro.training import train_stylex
 
 CPU = torch.device("cpu")
 

@@ -27,12 +27,13 @@ import pytest
 import torch
 
 from conftest import bounded_env
+from repro import training
 from repro.checkpoint import load_checkpoint, save_checkpoint
 from repro.config import DataConfig, StylExConfig, get_profile
 from repro.losses import StylExLoss
+from repro.model import StylExModel, load_stylex
 from repro.networks import build_classifier
-from repro import training
-from repro.training import NonFiniteError, TrainingStopped, load_stylex, train_stylex
+from repro.training import NonFiniteError, TrainingStopped, train_stylex
 from test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,7 +321,7 @@ def test_nan_weights_are_never_written_over_a_good_checkpoint(data, classifier, 
 
 
 def test_weight_check_names_the_part_and_the_iteration(tmp_path):
-    model = training.StylExModel("stylex", 32, 8, 32, 2)
+    model = StylExModel("stylex", 32, 8, 32, 2)
     assert bool(torch.isfinite(training._weights_finite(model)))
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")

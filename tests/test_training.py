@@ -12,8 +12,9 @@ import torch
 
 from repro.config import DataConfig, StylExConfig
 from repro.losses import LossWeights
+from repro.model import StylExArch, load_stylex
 from repro.networks import build_classifier
-from repro.training import StylExModel, load_stylex, train_stylex
+from repro.training import train_stylex
 
 
 def tiny_config(**overrides) -> StylExConfig:
@@ -55,6 +56,8 @@ def test_every_mode_trains_and_finishes(mode, data, classifier, tmp_path):
     loaded = load_stylex(tmp_path)
     for a, b in zip(loaded.model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
+    assert loaded.model.arch == StylExArch.of(mode, 32, tiny_config())
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["arch"] == loaded.model.arch.to_dict()
 
 
 def test_resume_continues_bit_identically(data, classifier, tmp_path):
@@ -83,15 +86,6 @@ def test_encoder_ema_is_paired_with_generator_ema(data, classifier, tmp_path):
     final_enc = {k: v for k, v in result.model.state_dict().items() if k.startswith("encoder.")}
     assert all(torch.equal(final_enc[k], ema_enc[k]) for k in ema_enc)
     assert any(not torch.equal(ema_enc[k], raw_enc[k]) for k in ema_enc)
-
-
-def test_model_modes_have_the_right_parts():
-    assert StylExModel("stylex", 32, 8, 32, 2).mapping is None
-    assert StylExModel("stylegan2", 32, 8, 32, 2).encoder is None
-    both = StylExModel("stylex-alt", 32, 8, 32, 2)
-    assert both.encoder is not None and both.mapping is not None
-    with pytest.raises(ValueError, match="unknown mode 'gan'"):
-        StylExModel("gan", 32, 8, 32, 2)
 
 
 DDP_SCRIPT = """

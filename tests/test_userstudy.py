@@ -15,9 +15,9 @@ from repro.config import get_profile
 from repro.counterfactual import save_gif
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
+from repro.model import StylExArch
 from repro.networks import build_classifier
 from repro.stylespace import Attributes
-from repro.training import arch_config, build_model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def tiny_study(tmp_path_factory):
     torch.set_num_threads(1)  # batch-1 renders of a tiny net: threads only add contention on a shared CPU
     torch.manual_seed(0)
     cfg = get_profile("quick").stylex
-    model = build_model(arch_config("stylex", 32, cfg)).eval()
+    model = StylExArch.of("stylex", 32, cfg).build().eval()
     classifier = build_classifier().eval()
 
     def lat(n, seed):

@@ -20,9 +20,10 @@ from repro.checkpoint import save_checkpoint
 from repro.classifier import run_config, train_classifier
 from repro.config import StylExConfig, get_profile
 from repro.losses import LossWeights
+from repro.model import load_stylex
 from repro.networks import build_classifier
 from repro.observer import train_observer
-from repro.training import load_stylex, train_profile_model
+from repro.training import train_profile_model
 
 STAGES = ["synth-age/classifier", "synth-age/observer", "synth-age/stylex", "synth-age/stylex-seed1"]
 
@@ -93,7 +94,7 @@ def test_ship_writes_hub_named_networks_a_manifest_and_a_model_card(shipped):
             total += f["bytes"]
         state = torch.load(path, map_location="cpu", weights_only=True)
         if entry["kind"] == "model":
-            assert set(state) == {"config", "ema", "metadata", "complete"}  # networks only: no optimiser, no D
+            assert set(state) == {"config", "arch", "ema", "metadata", "complete"}  # networks only: no optimiser, no D
             assert {f["name"] for f in entry["files"]} >= {"model.pt", "config.json", "metadata.json", "log.jsonl"}
         else:
             assert set(state) == {"config", "model", "complete"}

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repro.config import DATASETS, DataConfig
-
-SPLITS = ("train", "val", "test")
+from repro.config import DATASETS, SPLITS, DataConfig
 
 
 @dataclass
@@ -51,11 +49,6 @@ class ImageSet:
         """The same set with its tensors on ``device`` (e.g. the whole set on the GPU)."""
         factors = None if self.factors is None else self.factors.to(device)
         return ImageSet(self.images.to(device), self.labels.to(device), factors, self.name)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255] (for figures and GIFs)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def check_root(config: DataConfig) -> None:

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 import pickle
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -44,12 +43,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from repro.utils import tqdm
+from repro.config import SPLITS
+from repro.utils import atomic_write, tqdm
 
 log = logging.getLogger(__name__)
 
 REAL_DATASETS = ("afhq", "celeba", "ffhq", "folder")
-SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 AFHQ_CLASSES = ("cat", "dog")
 CELEBA_IMAGES = "img_align_celeba"
@@ -537,16 +536,9 @@ def _read_cache(cache_path: Path, fingerprint: str, resolution: int, skip_bad: b
 
 
 def _save_atomically(payload: dict, cache_path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``cache_path``, then rename it into place."""
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=cache_path.parent, prefix=f".{cache_path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, cache_path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """``torch.save`` to ``cache_path`` with :func:`repro.utils.atomic_write`."""
+    with atomic_write(cache_path) as f:
+        torch.save(payload, f)
 
 
 def _decode_or_error(path: Path, resolution: int) -> np.ndarray | DataError:

@@ -67,7 +67,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -76,8 +75,10 @@ from pathlib import Path
 
 import numpy as np
 
+from repro.config import SPLITS
+from repro.utils import atomic_write
+
 RENDERER_VERSION = 1  # bump whenever the pictures or the factor streams change (invalidates caches)
-SPLITS = ("train", "val", "test")
 SIZES = (32, 64, 128, 256)
 SUPERSAMPLE = {32: 4, 64: 4, 128: 2, 256: 2}  # internal resolution = size * SUPERSAMPLE[size]
 MAX_CHUNK_PIXELS = 1 << 19  # internal pixels drawn at once per worker: small enough to stay in cache
@@ -672,15 +673,8 @@ def make_split(task: str, split: str, n: int, size: int, seed: int = 0, spurious
     result = SyntheticSplit(images, labels, factors)
 
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp.npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=images, labels=labels, factors=factors)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            np.savez(fh, images=images, labels=labels, factors=factors)
     return result
 
 

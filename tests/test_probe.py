@@ -1,0 +1,94 @@
+"""The attribute probe (repro.probe): normalised units, training, reuse and reading images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from repro import probe as pr
+from repro.checkpoint import CheckpointError
+from repro.config import DataConfig
+from repro.data.synthetic import FACTORS, intervene, render, sample_factors
+
+DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+
+def test_cyclic_factors_are_the_renderers_hues():
+    assert set(pr.CYCLIC) == {f.name for f in FACTORS if "cyclic" in f.role}
+    assert pr.PROBE_FACTORS == [f.name for f in FACTORS if f.name != "detail_seed"]
+
+
+def test_factor_change_wraps_hues_and_scales_them_to_one():
+    names = ["wrinkles", "bg_hue"]
+    before = torch.tensor([[0.2, 0.95], [0.0, 0.0], [1.0, 0.25]])
+    after = torch.tensor([[0.7, 0.05], [1.0, 0.5], [1.0, 0.25]])
+    expected = torch.tensor([[0.5, 0.2], [1.0, 1.0], [0.0, 0.0]])  # 0.95 -> 0.05 is 0.1 round the circle
+    assert torch.allclose(pr.factor_change(before, after, names), expected, atol=1e-6)
+
+
+def test_normalise_factors_uses_each_range():
+    rows = intervene(intervene(sample_factors(3, 0), "pos_x", -1.0), "scale", 1.1)
+    norm = pr.normalise_factors(rows)
+    assert norm.shape == (3, len(pr.PROBE_FACTORS))
+    assert np.allclose(norm[:, pr.PROBE_FACTORS.index("pos_x")], 0.0)
+    assert np.allclose(norm[:, pr.PROBE_FACTORS.index("scale")], 1.0)
+    assert norm.min() >= 0 and norm.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe
+
+@pytest.fixture(scope="module")
+def trained_probe(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("probe")
+    probe = pr.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
+    return probe, run_dir
+
+
+def test_probe_training_beats_the_mean_and_is_reused(trained_probe):
+    probe, run_dir = trained_probe
+    metrics = json.loads((run_dir / pr.PROBE_METRICS).read_text())
+    assert set(metrics["factors"]) == set(pr.PROBE_FACTORS)
+    # R^2 > 0 means better than predicting the mean; the hues and grey hair are easy to read
+    for name in ("hair_grey", "bg_hue", "fur_hue"):
+        assert metrics["factors"][name]["r2"] > 0.5, (name, metrics["factors"][name])
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    mtime = (run_dir / pr.PROBE_CHECKPOINT).stat().st_mtime_ns
+    again = pr.train_probe(DATA, run_dir, n_train=512, epochs=3, progress=False)
+    assert (run_dir / pr.PROBE_CHECKPOINT).stat().st_mtime_ns == mtime  # reused, not retrained
+    for a, b in zip(probe.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="epochs"):
+        pr.load_probe(run_dir, expected_config={"epochs": 5})
+
+
+def test_predict_uint8_shape_range_and_resize(trained_probe):
+    probe, _ = trained_probe
+    images = render(sample_factors(5, seed=9, split="test"), 32)
+    out = probe.predict_uint8(images)
+    assert out.shape == (5, len(probe.factor_names)) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        assert np.allclose(out, probe(x).numpy(), atol=1e-5)
+    big = probe.predict_uint8(render(sample_factors(5, seed=9, split="test"), 64))
+    assert big.shape == out.shape
+    hue = probe.factor_names.index("bg_hue")  # a 64 px picture of the same faces reads about the same
+    change = pr.factor_change(torch.from_numpy(out), torch.from_numpy(big), probe.factor_names)
+    assert float(change[:, hue].mean()) < 0.25
+    with pytest.raises(ValueError, match="uint8"):
+        probe.predict_uint8(images.astype(np.float32))
+
+
+def test_probe_cyclic_outputs_round_trip():
+    probe = pr.AttributeProbe(32)
+    values = torch.rand(7, len(probe.factor_names))
+    raw = probe.encode_targets(values)
+    assert raw.shape == (7, probe.num_outputs) and probe.num_outputs == len(probe.factor_names) + len(pr.CYCLIC)
+    assert torch.allclose(probe.decode(raw), values, atol=1e-5)
