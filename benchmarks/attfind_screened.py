@@ -14,8 +14,9 @@ It reports renders made and saved, wall seconds, effective renders/s (the N x 2S
 effect tensor over the wall time) of each path and the screened path's speed-up over both, the
 overlap of the screened and exact top-10 lists, and the flip rate at k = 10 of both lists on
 held-out images (:func:`repro.fliprate.flip_rate_curve`, repeats as ``repro.explain`` runs it),
-with their difference and the spread over repeats. Appends one JSON line to
-``benchmarks/results/attfind_screened.jsonl``. A measurement, not a test; speeds compare only
+with their difference and the spread over repeats (``--replay`` adds the agreement and renders
+of other shares and runners-up, replayed on the exact tensor without rendering). Appends one
+JSON line to ``benchmarks/results/attfind_screened.jsonl``. A measurement, not a test; speeds compare only
 within one run (record the load average, pin ``--threads``).
 
 The model: ``--model`` (a finished ``model.pt`` or a training checkpoint ``ckpt-*.pt`` of a
@@ -48,8 +49,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.attfind_speed import device_name, load_average, timed  # noqa: E402
-from repro.attfind import (SCREEN_RUNNERS_UP, SCREEN_SHARE, compute_effects, compute_effects_reference,  # noqa: E402
-                           get_preset, run_attfind, screened_attfind)
+from repro.attfind import (SCREEN_RUNNERS_UP, SCREEN_SHARE, EffectResult, _contenders, _screen_mask,  # noqa: E402
+                           compute_effects, compute_effects_reference, first_order_effects, get_preset,
+                           run_attfind, screened_attfind)
 from repro.fliprate import flip_rate_curve  # noqa: E402
 from repro.networks import Generator, build_classifier  # noqa: E402
 from repro.stylespace import flatten_styles, style_range  # noqa: E402
@@ -78,10 +80,10 @@ def _trained(args: argparse.Namespace, device: torch.device):
     from repro.classifier import load_classifier
     from repro.config import get_profile
     from repro.explain import image_sets
-    from repro.training import ARCH_KEYS, build_model
+    from repro.model import StylExArch
 
     state = torch.load(args.model, map_location="cpu", weights_only=True)
-    model = build_model({k: state["config"][k] for k in ARCH_KEYS})
+    model = StylExArch.from_checkpoint(state).build()
     model.load_state_dict(state["ema"])
     model.to(device).eval().requires_grad_(False)
     classifier = load_classifier(args.classifier_dir, device=device).model
@@ -100,9 +102,36 @@ def _trained(args: argparse.Namespace, device: torch.device):
     run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
     desc = {"kind": "trained", "model": str(args.model), "run": args.label or run,
             "iteration": int(state.get("iteration", -1)),
-            "mode": state["config"]["mode"], "classifier": str(args.classifier_dir), "profile": args.profile,
-            "task": args.task, "resolution": state["config"]["resolution"], "channels": state["config"]["channels"]}
+            "mode": model.arch.mode, "classifier": str(args.classifier_dir), "profile": args.profile,
+            "task": args.task, "resolution": model.arch.resolution, "channels": model.arch.channels}
     return model.generator, classifier, sets[0], sets[1], desc
+
+
+def replay(exact: EffectResult, estimate: torch.Tensor, config, share: float, runners_up: int,
+           k: int) -> dict:
+    """Screened AttFind replayed on the exact effect tensor, without rendering: the screen's mask,
+    the fill and the verification rounds of ``screened_attfind`` read their "renders" from
+    ``exact`` (the batched path's values; a real run's renders differ from them only by float
+    rounding). Returns the top-``k`` overlap with exact AttFind and the share of edits rendered."""
+    effect, S = exact.effect, exact.num_styles
+    moved = (effect != 0).any(-1)
+    logit = 0 if config.variant == "one-vs-all" else None
+    mask = _screen_mask(estimate, exact.base_logits, torch.ones(S, dtype=torch.bool), share, logit)
+    screened = torch.where(mask[..., None], effect, estimate)
+    is_exact = mask | ~moved
+    renders, rounds = int((mask & moved).sum()), 0
+    while True:
+        result = EffectResult(screened, exact.base_logits, exact.style_dims, exact=is_exact)
+        todo = sorted(i for i in _contenders(result, config, None, runners_up) if not bool(is_exact[:, :, i].all()))
+        if not todo:
+            break
+        renders += int((~is_exact[:, :, todo] & moved[:, :, todo]).sum())
+        screened[:, :, todo] = effect[:, :, todo]
+        is_exact[:, :, todo] = True
+        rounds += 1
+    top, top_exact = run_attfind(result, config).coords[:k], run_attfind(exact, config).coords[:k]
+    return {"share": share, "runners_up": runners_up, "overlap": len(set(top) & set(top_exact)),
+            "of": len(top_exact), "renders_share": round(renders / effect[:, :, :, 0].numel(), 4), "rounds": rounds}
 
 
 def _subset(styles, n: int):
@@ -129,6 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runners-up", type=int, default=SCREEN_RUNNERS_UP)
     parser.add_argument("--fill", choices=("estimate", "zero"), default="estimate")
     parser.add_argument("--preset", default="replication", help="AttFind preset (the default profile's: replication)")
+    parser.add_argument("--replay", action="store_true",
+                        help="also replay screening without renders on the exact tensor for every combination "
+                             "of --replay-shares and --replay-runners-up (agreement and renders only)")
+    parser.add_argument("--replay-shares", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--replay-runners-up", type=int, nargs="+", default=[0, 3, 6, 10])
     parser.add_argument("--k", type=int, default=10, help="top-k for the overlap and the flip rate")
     parser.add_argument("--flip-repeats", type=int, default=5, help="flip-rate repeats (0: no flip rate)")
     parser.add_argument("--flip-images", type=int, default=80, help="held-out images per repeat")
@@ -227,6 +261,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "screened": round(rates["screened"].mean, 4), "screened_std": round(rates["screened"].std, 4),
                 "difference": round(rates["screened"].mean - rates["exact"].mean, 4)}
         record["agreement"] = agreement
+        if args.replay:
+            estimate = first_order_effects(G, C, conv, rgb, noise, smin, smax, shift_size=config.shift_size)
+            record["replay"] = [replay(exact, estimate, config, share, runners_up, k)
+                                for share in args.replay_shares for runners_up in args.replay_runners_up]
     record["load_average"]["after"] = load_average()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

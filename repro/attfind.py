@@ -36,7 +36,7 @@ Typical use (``style_range`` and ``flatten_styles`` from :mod:`repro.stylespace`
     smin, smax = style_range(flatten_styles(conv))
     effects = compute_effects(G, classifier, conv, rgb, noise, smin, smax)
     attributes = run_attfind(effects, PRESETS["authors"])
-    # or, rendering about a seventh of the edits (benchmarks/attfind_screened.py):
+    # or screened, rendering 14-20% of the edits on the default size (benchmarks/attfind_screened.py):
     attributes, effects = screened_attfind(G, classifier, conv, rgb, noise, smin, smax, PRESETS["authors"])
 """
 
@@ -440,11 +440,11 @@ def compute_effects(G: Generator, classifier: nn.Module, conv_styles: Sequence[t
 
 SCREEN_FILLS = ("estimate", "zero")
 # The defaults of screened_attfind: render each image's top tenth of its 2S candidate edits, and
-# verify the pick and the 6 next best coordinates of every greedy step. On 7 default-size models
-# (checkpoints of 4 training recipes, the default model at 1,800 of its 3,000 iterations and an
-# untrained generator; 32 images, the replication preset) they kept at least 9 of exact AttFind's
-# top 10 while rendering 14-20% of the edits; 3 runners-up missed 2 on one model, 10 missed none
-# at 16-22% (benchmarks/attfind_screened.py measures one model).
+# verify the pick and the 6 next best coordinates of every greedy step. On 7 checkpoints of the
+# default profile's runs (4 ablation recipes at 1,500 iterations and one at 500, the default
+# model's run at 1,800, the untrained-generator control; 32 images, the replication preset) they
+# kept at least 9 of exact AttFind's top 10 while rendering 14-20% of the edits; 3 runners-up
+# missed 2 on one of them, 10 missed none at 16-22% (benchmarks/attfind_screened.py).
 SCREEN_SHARE = 0.1
 SCREEN_RUNNERS_UP = 6
 
@@ -831,7 +831,8 @@ def _contenders(result: EffectResult, config: AttFindConfig, check: CoordinateCh
                 runners_up: int) -> set[int]:
     """The coordinates the selection on ``result`` picks, vetoes or ranks among the ``runners_up``
     next best at any step (per class, as :func:`run_attfind` selects)."""
-    effect, _ = filter_unstable(result.effect, config.unstable_threshold, config.unstable_max_count)
+    effect, _ = filter_unstable(result.effect, config.unstable_threshold,
+                                config.unstable_limit(int(result.effect.shape[2])))  # as run_attfind filters
     base = _as_numpy(result.base_logits)
     found: set[int] = set()
     if config.variant == "one-vs-all":

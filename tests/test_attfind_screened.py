@@ -198,3 +198,28 @@ def test_explain_with_screened_attfind(tmp_path):
     assert full["details"]["screen"]["share"] == 1.0 and "screen" not in exact["details"]
     screened = explain(0.3)["methods"]["attfind"]["attributes"]["details"]["screen"]
     assert screened["share"] == 0.3 and screened["renders"] < screened["candidates"]
+
+
+def test_benchmark_summary_shows_screened_attfind(tmp_path):
+    """A record of benchmarks/attfind_screened.py becomes a row of the README's speed block."""
+    import json
+
+    from repro.report import benchmark_summary
+
+    record = {"date": "2026-11-28T06:21:06+00:00", "device": "cpu: test (1 threads)",
+              "model": {"kind": "trained", "model": "runs/x/ckpt-0001500.pt", "run": "r1-0.2", "iteration": 1500,
+                        "mode": "stylex"},
+              "config": {"images": 32, "num_styles": 448, "screen": 0.1, "runners_up": 6},
+              "load_average": {"before": 0.5, "after": 1.9}, "entries": 28672,
+              "reference": {"images": 1, "coords": 448, "seconds": 19.754, "cpu_seconds": 9.772, "renders_per_s": 45.36},
+              "exact": {"images": 32, "seconds": 62.244, "cpu_seconds": 50.108, "renders_per_s": 460.6},
+              "screened": {"seconds": 12.402, "cpu_seconds": 12.281, "renders_share": 0.1706,
+                           "effective_renders_per_s": 2311.8},
+              "speedup_vs_reference": 50.97, "speedup_vs_exact": 5.02,
+              "agreement": {"overlap": 10, "of": 10, "flip_rate": {"exact": 0.782, "screened": 0.782}}}
+    (tmp_path / "attfind_screened.jsonl").write_text(json.dumps(record) + "\n")
+    summary = benchmark_summary(tmp_path)
+    row = next(line for line in summary.splitlines() if line.startswith("| cpu: test"))
+    assert "r1-0.2 (stylex, iteration 1500)" in row and "| 17.1% |" in row and "| 10/10 |" in row
+    assert "| 51.0 / 25.5 |" in row  # x reference per wall second / per CPU second
+    assert "0.782 / 0.782" in row
