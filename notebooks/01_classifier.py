@@ -38,7 +38,7 @@ from IPython.display import Markdown, display
 from repro import figures, report
 from repro.classifier import shortcut_accuracy, train_classifier
 from repro.data import load_split
-from repro.observer import train_observer
+from repro.observer import observer_rows, train_observer
 
 ctx = report.open_profile(profile, data_root, device, force)
 P = ctx.profile
@@ -122,10 +122,7 @@ for t in P.tasks:
 
 # %%
 observers = {t.name: train_observer(P, t, device=ctx.device, force=ctx.force) for t in P.tasks}
-display(Markdown(report.markdown_table(
-    [{"task": n, "observer": f"{P.observer.arch} (seed {P.observer.seed})", "test accuracy": r.metrics["test"]["accuracy"],
-      "C test accuracy": runs[n].metrics["test"]["accuracy"], "train time (s)": round(r.metrics["train_seconds"], 1)}
-     for n, r in observers.items()])))
+display(Markdown(report.markdown_table(observer_rows(P, observers, runs))))
 
 # %% [markdown]
 # On synthetic data the test accuracy is also split by whether the task's spurious factor agrees

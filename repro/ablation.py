@@ -75,13 +75,15 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
                 progress: bool | None = None, n_reconstructions: int = 512) -> dict[str, Any]:
     """One ablation row's record: the run's cost, and the fidelity measures every model gets.
 
-    Reconstructions of ``n_reconstructions`` held-out test images: L1, LPIPS (VGG, the usual
-    metric backbone) and what C and C' read from them; the AttFind / random top-k edits: flip
-    rates of C and C' (C' among the images both agreed on before the edit) and the edit size.
-    Everything comes from ``repro.explain.explain_model`` on the row's run (cached there).
+    LPIPS (VGG, the usual metric backbone) and L1 of ``n_reconstructions`` held-out test
+    reconstructions (:func:`repro.evaluation.reconstruction_metrics`); from the row's
+    ``repro.explain.explain_model`` results (cached in its run directory), on the flip rate's
+    held-out images: what C and C' read from the reconstructions, and the AttFind / random
+    top-k edits' flip rates of C and C' (C' among the images both agreed on) and edit size.
     """
     import statistics
 
+    from repro.data import load_split
     from repro.evaluation import reconstruction_metrics
     from repro.explain import explain_model
     from repro.perceptual import LPIPSLoss
@@ -89,21 +91,19 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
     run_dir = row_dir(profile, task, row)
     exp = explain_model(profile, task, "stylex", device=device, progress=progress, run_dir=run_dir)
     lpips = LPIPSLoss("vgg")
-    device_ = next(exp.model.parameters()).device
-    from repro.data import load_split
+    if lpips.available:
+        lpips = lpips.to(next(exp.model.parameters()).device)
     rec, _, _ = reconstruction_metrics(exp.model, exp.classifier, load_split(task.stylex_data, "test"),
-                                       n=n_reconstructions, lpips=lpips.to(device_) if lpips.available else None)
+                                       n=n_reconstructions, lpips=lpips if lpips.available else None)
     log_file = run_dir / "log.jsonl"
     log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
-    obs = exp.results["observer"]
+    observed = exp.results["observer"]["reconstruction"] or {}
     methods = exp.results["methods"]
     record: dict[str, Any] = {
         "task": task.name, "row": row, "settings": ROWS[row], "iterations": log[-1]["iteration"] if log else 0,
         "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
-        "agreement_C": (obs["reconstruction"] or {}).get("agreement_C"),
-        "acc_Cprime_originals": (obs["reconstruction"] or {}).get("acc_Cprime_originals"),
-        "acc_Cprime_reconstructions": (obs["reconstruction"] or {}).get("acc_Cprime_reconstructions"),
+        **{key: observed.get(key) for key in ("agreement_C", "acc_Cprime_originals", "acc_Cprime_reconstructions")},
         "k": profile.eval.k,
     }
     for name in ("attfind", "random"):

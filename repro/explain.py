@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind, screened_attfind
 from repro.baselines import mean_effects, random_attributes, wu_attributes, wu_images, wu_positive_threshold

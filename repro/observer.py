@@ -77,6 +77,15 @@ def train_observer(profile: Profile, task: TaskConfig, *, device: str = "auto", 
                             progress=progress)
 
 
+def observer_rows(profile: Profile, observers: Mapping[str, ClassifierRun],
+                  classifiers: Mapping[str, ClassifierRun]) -> list[dict[str, Any]]:
+    """Notebook 01's table: per task, C' and its held-out accuracy beside C's, and its training time."""
+    obs = profile.observer
+    return [{"task": name, "observer": f"{obs.arch} (seed {obs.seed})", "test accuracy": run.metrics["test"]["accuracy"],
+             "C test accuracy": classifiers[name].metrics["test"]["accuracy"],
+             "train time (s)": round(run.metrics["train_seconds"], 1)} for name, run in observers.items()]
+
+
 def missing_observer_note(profile: Profile, task: TaskConfig) -> str:
     """The sentence results carry when C' has not been trained."""
     return (f"no trained second observer in {observer_dir(profile, task)}; run `python -m repro train-observer "
