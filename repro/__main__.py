@@ -73,12 +73,13 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
         profile.stylex = dataclasses.replace(profile.stylex,
                                              channels_last=args.channels_last or profile.stylex.channels_last,
                                              precision=args.precision or profile.stylex.precision)
+    if args.iterations is not None:  # recorded in the model's configuration as what it was trained for
+        profile.stylex = dataclasses.replace(profile.stylex, iterations=args.iterations)
     for task in tasks:
         modes = [args.mode] if args.mode else task.modes
         for mode in modes:
             result = train_profile_model(profile, task, mode, device=args.device, force=args.force,
-                                         progress=not args.no_progress, iterations=args.iterations,
-                                         seed=args.seed)
+                                         progress=not args.no_progress, seed=args.seed)
             print(f"{task.name}/{mode}: {result.iteration} iterations -> {result.run_dir}")
 
 
