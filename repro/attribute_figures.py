@@ -31,9 +31,10 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 import torch
 
-from repro.counterfactual import class_probability, edit_render, save_gif, sweep_frames
+from repro.counterfactual import edit_render, save_gif, sweep_frames
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
+from repro.inference import class_probability
 from repro.stylespace import Attributes, decode_index, toward_class
 
 T = TypeVar("T")
