@@ -12,6 +12,7 @@ revision. Appends one JSON line to ``benchmarks/results/train_ab.jsonl``. A meas
 
     python benchmarks/train_ab.py --before HEAD~1                      # default profile, stylex, 1 thread
     python benchmarks/train_ab.py --before 8e2115f --modes stylex stylegan2 --rounds 5 --threads 2
+    python benchmarks/train_ab.py --before HEAD --set-b '{"channels_last": true}'   # a setting, same code
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ import torch
 from repro.config import DataConfig, get_profile
 from repro.networks import build_classifier
 from repro.training import train_stylex
-profile_name, mode, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
+profile_name, mode, iterations, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 profile = get_profile(profile_name)
+profile.stylex = dataclasses.replace(profile.stylex, **overrides)
 res = profile.tasks[0].stylex_data.resolution
 data = DataConfig(dataset="synthetic", task="synth-age", resolution=res, n_train=256, n_val=64, n_test=64)
 config = dataclasses.replace(profile.stylex, iterations=iterations, log_every=1, sample_every=10**9,
@@ -61,11 +63,13 @@ print(json.dumps({"cpu_sec_per_iter": cpu, "wall_sec_per_iter": wall, "batch": c
 """
 
 
-def time_once(tree: Path, profile: str, mode: str, iterations: int, threads: int) -> dict[str, float]:
+def time_once(tree: Path, profile: str, mode: str, iterations: int, threads: int,
+              overrides: dict | None = None) -> dict[str, float]:
     """Seconds per iteration (CPU and wall) of one training run of ``tree``'s code, its own subprocess."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": str(tree), "REPRO_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, "-c", HARNESS, profile, mode, str(iterations)], cwd=tree, env=env,
+    proc = subprocess.run([sys.executable, "-c", HARNESS, profile, mode, str(iterations), json.dumps(overrides or {})],
+                          cwd=tree, env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"the timing run failed in {tree}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -82,6 +86,9 @@ def main() -> None:
                         help="per run; the iterations after the first two are timed (34: two R1 steps)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set-b", type=json.loads, default={},
+                        help='StylExConfig fields set on side B only, as JSON, e.g. \'{"channels_last": true}\' '
+                             '(with --before HEAD and no changes: a same-code A/B of a setting)')
     parser.add_argument("--label", default="", help="what B changes, for the record")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -101,7 +108,8 @@ def main() -> None:
                 for r in range(args.rounds):
                     order = [("a", tree_a), ("b", tree_b)] if r % 2 == 0 else [("b", tree_b), ("a", tree_a)]
                     for side, tree in order:
-                        runs[side].append(time_once(tree, args.profile, mode, args.iterations, args.threads))
+                        runs[side].append(time_once(tree, args.profile, mode, args.iterations, args.threads,
+                                                    args.set_b if side == "b" else None))
                     ra, rb = runs["a"][-1], runs["b"][-1]
                     print(f"{mode} round {r + 1}: CPU s/iter A {ra['cpu_sec_per_iter']:.3f}, B {rb['cpu_sec_per_iter']:.3f}"
                           f" (B faster by {ra['cpu_sec_per_iter'] / rb['cpu_sec_per_iter']:.3f}x); wall "
@@ -110,7 +118,7 @@ def main() -> None:
                 record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                           "profile": args.profile, "mode": mode, "threads": args.threads, "batch": batch,
                           "iterations": args.iterations, "rounds": args.rounds, "label": args.label,
-                          "rev_a": rev_a, "rev_b": rev_b}
+                          "rev_a": rev_a, "rev_b": rev_b, "set_b": args.set_b}
                 for kind in ("cpu", "wall"):
                     a = [batch / x[f"{kind}_sec_per_iter"] for x in runs["a"]]
                     b = [batch / x[f"{kind}_sec_per_iter"] for x in runs["b"]]
