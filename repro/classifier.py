@@ -112,12 +112,16 @@ def run_config(data: DataConfig, config: ClassifierConfig) -> dict[str, Any]:
     """The configuration a classifier run records (``config.json`` and every checkpoint) and is
     reused or resumed only with.
 
-    ``arch`` is recorded only when it is not MobileNetV2, so runs written before the
-    architecture choice existed (all MobileNetV2) stay valid.
+    ``arch`` is recorded only when it is not MobileNetV2, and your own classifier's fields
+    (``source``, ``weights``, ``input_size``, ``mean``, ``std``) only when set, so runs written before
+    those choices existed stay valid.
     """
     classifier = to_dict(config)
     if classifier.get("arch") == DEFAULT_ARCH:
         del classifier["arch"]
+    for key in ("source", "weights", "input_size", "mean", "std"):  # your own classifier's, when given
+        if classifier.get(key) is None:
+            classifier.pop(key, None)
     return {"data": to_dict(data), "classifier": classifier}
 
 

@@ -89,7 +89,9 @@ def load_split(config: DataConfig, split: str, *, progress: bool = False) -> Ima
     from repro.data import real
 
     check_root(config)
+    folder = config.dataset == "folder"  # your own images: undecodable ones are left out up to a share
     data = real.load_real(config.dataset, config.root, split, config.resolution,
-                          cache_dir=config.cache_dir, progress=progress)
+                          cache_dir=config.cache_dir, progress=progress, skip_bad=folder,
+                          max_bad_share=real.MAX_BAD_SHARE if folder else 1.0, seed=config.seed if folder else 0)
     labels = torch.as_tensor(data.labels).long()
     return ImageSet(data.images.contiguous(), labels, None, name)
