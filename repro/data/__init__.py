@@ -69,6 +69,23 @@ def check_root(config: DataConfig) -> None:
     real.require_root(config.dataset, config.root)
 
 
+def class_names(data: DataConfig) -> tuple[str, ...]:
+    """The names of a task's classes, in label order (your folder's class folders, sorted by name)."""
+    if data.dataset == "synthetic":
+        from repro.data import synthetic
+
+        return tuple(synthetic.TASKS[data.task].class_names)
+    if data.dataset == "afhq":
+        return ("cat", "dog")
+    if data.dataset in ("celeba", "ffhq"):
+        return ("young", "old")
+    if data.dataset == "folder" and data.root is not None:
+        from repro.data import real
+
+        return tuple(real.folder_classes(data.root))
+    return ("class 0", "class 1")
+
+
 def load_split(config: DataConfig, split: str, *, progress: bool = False) -> ImageSet:
     """Load one split of the data a :class:`DataConfig` describes."""
     if split not in SPLITS:
