@@ -120,25 +120,27 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from repro.explain import explain_model
+    from repro.explain import explain_classes
 
     profile, tasks = _tasks(args)
     for task in tasks:
         for mode in ([args.mode] if args.mode else task.modes):
-            exp = explain_model(profile, task, mode, device=args.device, force=args.force,
-                                progress=not args.no_progress)
-            rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
-                              for m, r in exp.results["methods"].items())
-            print(f"{task.name}/{mode}: flip rate at k={profile.eval.k}: {rates}")
-            obs = exp.results.get("observer") or {}
-            if obs.get("available"):
-                second = ", ".join(f"{m} {r['observer']['flip_Cprime']:.3f} (C {r['observer']['flip_C_agreed']:.3f}, "
-                                   f"{r['observer']['pixel_max_255']:.1f}/255 max)"
-                                   for m, r in exp.results["methods"].items()
-                                   if r.get("observer", {}).get("flip_Cprime") is not None)
-                print(f"{task.name}/{mode}: second observer flip rate among agreed images: {second}")
-            elif obs.get("note"):
-                print(f"{task.name}/{mode}: {obs['note']}")
+            for target, exp in explain_classes(profile, task, mode, device=args.device, force=args.force,
+                                               progress=not args.no_progress).items():
+                name = f"{task.name}/{mode}" if target is None else \
+                    f"{task.name}/{mode} class {exp.results['class_names'][1]} vs rest"
+                rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
+                                  for m, r in exp.results["methods"].items())
+                print(f"{name}: flip rate at k={profile.eval.k}: {rates}")
+                obs = exp.results.get("observer") or {}
+                if obs.get("available"):
+                    second = ", ".join(f"{m} {r['observer']['flip_Cprime']:.3f} (C {r['observer']['flip_C_agreed']:.3f}, "
+                                       f"{r['observer']['pixel_max_255']:.1f}/255 max)"
+                                       for m, r in exp.results["methods"].items()
+                                       if r.get("observer", {}).get("flip_Cprime") is not None)
+                    print(f"{name}: second observer flip rate among agreed images: {second}")
+                elif obs.get("note"):
+                    print(f"{name}: {obs['note']}")
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:

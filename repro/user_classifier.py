@@ -238,6 +238,7 @@ def check_inputs(profile: Profile, *, progress: bool = False) -> dict[str, Any]:
     classes, an empty class and too many undecodable images fail here; then imports your classifier
     and runs :func:`check_classifier` on real validation images. Returns one summary dict per task."""
     from repro.data import class_names, load_split
+    from repro.data.real import DataError
 
     summary: dict[str, Any] = {}
     for task in profile.tasks:
@@ -252,8 +253,14 @@ def check_inputs(profile: Profile, *, progress: bool = False) -> dict[str, Any]:
         for s, per_class in counts.items():
             empty = [c for c, n in per_class.items() if n == 0]
             if empty:
-                raise ClassifierError(f"split {s!r} of {data.root} has no image of class(es) {', '.join(empty)}; add "
+                raise DataError(f"split {s!r} of {data.root} has no image of class(es) {', '.join(empty)}; add "
                                       f"images to them (or remove the class folders)")
+        ev = profile.eval
+        if len(splits["test"]) < ev.repeats * ev.images_per_repeat:
+            raise ValueError(f"the flip rate needs --repeats x --images-per-repeat = {ev.repeats} x "
+                                  f"{ev.images_per_repeat} held-out images but your test split has "
+                                  f"{len(splits['test'])}; give e.g. --repeats {min(ev.repeats, len(splits['test']))} "
+                                  f"--images-per-repeat {max(1, len(splits['test']) // min(ev.repeats, len(splits['test'])))}")
         entry: dict[str, Any] = {"root": data.root, "classes": list(names), "images": counts,
                                  "split": ("split folders" if any((Path(data.root) / s).is_dir() for s in SPLITS)
                                            else f"80/10/10 by a hash of each file name, split seed {data.seed}"),
