@@ -281,10 +281,12 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
 
     amp = partial(autocast, config.precision, dev)
     stop = {"signal": None}
-    grid_x = held_out.batch(slice(0, 8), dev)
-    grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:8], held_out.labels[:8]), dev)
-    grid_noise = model.generator.make_noise(8, generator=torch.Generator().manual_seed(0), device=dev)
-    grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
+    n_grid = min(8, len(held_out))  # a small folder of your own may hold fewer than 8 validation images
+    grid_x = held_out.batch(slice(0, n_grid), dev)
+    grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:n_grid], held_out.labels[:n_grid]), dev)
+    grid_noise = [t[:n_grid] for t in model.generator.make_noise(8, generator=torch.Generator().manual_seed(0),
+                                                                 device=dev)]
+    grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)[:n_grid]
 
     def make_state(iteration: int) -> dict[str, Any]:
         s = {"config": full_config, "arch": arch.to_dict(), "iteration": iteration, "model": model.state_dict(),
