@@ -125,10 +125,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
     profile, tasks = _tasks(args)
     for task in tasks:
         for mode in ([args.mode] if args.mode else task.modes):
-            for target, exp in explain_classes(profile, task, mode, device=args.device, force=args.force,
-                                               progress=not args.no_progress).items():
-                name = f"{task.name}/{mode}" if target is None else \
-                    f"{task.name}/{mode} class {exp.results['class_names'][1]} vs rest"
+            for exp in explain_classes(profile, task, mode, device=args.device, force=args.force,
+                                       progress=not args.no_progress).values():
+                target = exp.results.get("class_names")
+                name = f"{task.name}/{mode}" + (f" class {target[1]} vs rest" if target else "")
                 rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
                                   for m, r in exp.results["methods"].items())
                 print(f"{name}: flip rate at k={profile.eval.k}: {rates}")

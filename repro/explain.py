@@ -313,13 +313,16 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     return Explanation(model, classifier, found, held_out, attrs, load_results(run_dir / RESULTS), (smin, smax))
 
 
-def explain_classes(profile: Profile, task: TaskConfig, mode: str, **kwargs: Any) -> dict[int | None, Explanation]:
-    """Every explanation of one model: ``{None: explain_model(...)}`` for two classes (the paper's), or
-    ``{c: explain_model(..., target_class=c)}`` for each of K > 2 classes (one-vs-rest; module docstring).
-    ``kwargs`` go to :func:`explain_model`."""
-    k = len(class_names(task.stylex_data))
-    targets: list[int | None] = [None] if k == 2 else list(range(k))
-    return {c: explain_model(profile, task, mode, target_class=c, **kwargs) for c in targets}
+def explain_classes(profile: Profile, task: TaskConfig, mode: str, **kwargs: Any) -> dict[str, Explanation]:
+    """Every explanation of one model by label: ``{task: explain_model(...)}`` for two classes (the
+    paper's, unchanged), or ``{"<task>-<class>": explain_model(..., target_class=c)}`` for each of K > 2
+    classes (one-vs-rest; module docstring). The labels stand in for task names in the notebooks'
+    tables and figure file names. ``kwargs`` go to :func:`explain_model`."""
+    names = class_names(task.stylex_data)
+    if len(names) == 2:
+        return {task.name: explain_model(profile, task, mode, **kwargs)}
+    return {f"{task.name}-{name}": explain_model(profile, task, mode, target_class=c, **kwargs)
+            for c, name in enumerate(names)}
 
 
 def explanation_class_names(exp: Explanation, task: TaskConfig) -> tuple[str, str]:
