@@ -173,7 +173,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     model = load_stylex(run_dir, device=dev).model
     check_eval_config(profile.eval, model.generator.num_styles)
     full_classifier = load_classifier(clf_dir, device=dev).model
-    num_classes = model.arch.num_classes
+    num_classes = len(class_names(task.stylex_data))
     if (num_classes > 2) != (target_class is not None) or not 0 <= (target_class or 0) < num_classes:
         raise ValueError(f"{task.name} has {num_classes} classes: give target_class " +
                          (f"0..{num_classes - 1} (one-vs-rest; explain_classes runs them all)" if num_classes > 2
