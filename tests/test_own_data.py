@@ -282,3 +282,27 @@ def test_class_names_of_a_folder_follow_its_sorted_class_folders(tmp_path):
     data = custom_profile(root, resolution=R).tasks[0].classifier_data
     assert class_names(data) == ("ant", "moth", "zebra")
     assert json.loads(json.dumps(to_dict(data)))["seed"] == 0
+
+
+# -- run_all.sh ----------------------------------------------------------------------------------
+
+def test_run_all_passes_custom_flags_on_and_stops_at_a_bad_input(tmp_path):
+    """run_all.sh hands the flags it does not know to `python -m repro custom`, which checks the
+    inputs before any notebook runs; those flags without --profile custom are refused."""
+    import subprocess
+    from pathlib import Path
+
+    from conftest import bounded_env
+
+    repo = Path(__file__).resolve().parents[1]
+    root = make_folder(tmp_path / "imgs", classes=("only",), n=4)
+    run = subprocess.run(["bash", "run_all.sh", "--no-setup", "--profile", "custom", "--name", "t-run-all",
+                          "--data-root", str(root), "--resolution", "32", "--classifier", "m:f",
+                          "--classifier-mean", "0.5", "0.5", "0.5", "--classifier-std", "0.2", "0.2", "0.2"],
+                         cwd=repo, env=bounded_env(), capture_output=True, text=True, timeout=300)
+    # the three-number flags arrived whole (else argparse would have said so); the data is checked first
+    assert run.returncode == 2 and "must hold at least two class folders" in run.stderr, run.stderr
+    assert "[report]" not in run.stdout and not (repo / "runs" / "t-run-all").exists()
+    run = subprocess.run(["bash", "run_all.sh", "--no-setup", "--profile", "quick", "--classifier", "m:f"],
+                         cwd=repo, env=bounded_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "are options of --profile custom" in run.stderr, run.stderr
