@@ -48,7 +48,7 @@ def cmd_profiles(args: argparse.Namespace) -> None:
 
 
 def cmd_custom(args: argparse.Namespace) -> None:
-    from repro.config import custom_profile, save_profile
+    from repro.config import config_diff, custom_profile, custom_profile_path, save_profile
     from repro.user_classifier import check_inputs
     from repro.utils import write_atomic
 
@@ -62,6 +62,16 @@ def cmd_custom(args: argparse.Namespace) -> None:
         classifier_mean=args.classifier_mean, classifier_std=args.classifier_std,
         attfind_images=args.attfind_images, k=args.k, repeats=args.repeats,
         images_per_repeat=args.images_per_repeat, run_root=args.run_root or "runs")
+    saved = custom_profile_path(profile.name, profile.run_root)
+    if saved.is_file():  # models already trained there were trained on its images: never mix them up
+        before = json.loads(saved.read_text())
+        old_tasks = {t.get("name"): t.get("stylex_data") for t in before.get("tasks") or []}
+        diffs = [d for t in profile.tasks for d in config_diff(old_tasks.get(t.name) or {"task": None},
+                                                               to_dict(t.stylex_data), f"{t.name}.data.")]
+        if diffs:
+            changes = "; ".join(d.replace(": expected ", ": saved ").replace(", found ", ", now ") for d in diffs)
+            raise ValueError(f"profile {profile.name!r} in {saved.parent} was made for other images ({changes}); "
+                             f"give another --name, or delete {saved.parent} first")
     summary = check_inputs(profile, progress=not args.no_progress)  # before anything is saved or trained
     path = save_profile(profile)
     write_atomic(path.parent / "inputs.json", json.dumps(summary, indent=2) + "\n")

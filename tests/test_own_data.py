@@ -284,6 +284,24 @@ def test_class_names_of_a_folder_follow_its_sorted_class_folders(tmp_path):
     assert json.loads(json.dumps(to_dict(data)))["seed"] == 0
 
 
+def test_custom_refuses_to_remake_a_profile_for_other_images(tmp_path, monkeypatch, capsys):
+    """Models already trained in runs/<name>/ were trained on its images: a second `custom` with
+    another folder or resolution under the same name is refused; other settings may change."""
+    from repro.__main__ import main
+
+    root = make_folder(tmp_path / "imgs", classes=("a", "b"))
+    monkeypatch.chdir(tmp_path)
+    common = ["custom", "--data-root", str(root), "--name", "mine", "--repeats", "1", "--images-per-repeat", "2",
+              "--no-progress"]
+    assert main(common + ["--resolution", "32"]) == 0
+    assert main(common + ["--resolution", "32", "--iterations", "7"]) == 0  # a training setting: fine
+    assert get_profile("mine").stylex.iterations == 7
+    capsys.readouterr()
+    assert main(common + ["--resolution", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "was made for other images (imgs.data.resolution: saved 32, now 64); give another --name" in err
+
+
 # -- run_all.sh ----------------------------------------------------------------------------------
 
 def test_run_all_passes_custom_flags_on_and_stops_at_a_bad_input(tmp_path):
