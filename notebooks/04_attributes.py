@@ -103,18 +103,7 @@ for (task, mode), exp in explanations.items():
 # towards class 0.
 
 # %%
-rows = []
-for (task, mode), exp in explanations.items():
-    dims = exp.model.generator.style_dims
-    for method in ("attfind", "wu"):
-        attrs = exp.attributes[method]
-        for r in range(min(TOP, len(attrs))):
-            layer, channel = af.layer_channel(attrs, r, dims)
-            e0, e1 = attrs.mean_effect[r] if attrs.mean_effect is not None else (float("nan"),) * 2
-            rows.append({"task": task, "model": mode, "method": af.method_name(method), "rank": r + 1,
-                         "layer": layer, "channel": channel,
-                         "direction": "to max" if attrs.coords[r][0] == 1 else "to min",
-                         "e0": float(e0), "e1": float(e1)})
+rows = af.top_attribute_rows(explanations, TOP)
 table = report.markdown_table(rows, floatfmt=".3g")
 (ctx.figures / "top_attributes.md").write_text(table + "\n")
 display(Markdown(table))
@@ -208,51 +197,4 @@ print(f"{ctx.figures}: {n_files} files, {n_bytes / 1e6:.2f} MB in all; "
 # ## What this notebook found
 
 # %%
-def _effect(exp, method, k=TOP):
-    """Mean over the top-k attributes of e0 + e1 (nan if unknown)."""
-    attrs = exp.attributes[method]
-    vals = [sum(attrs.mean_effect[r]) for r in range(min(k, len(attrs)))] if attrs.mean_effect else []
-    return sum(vals) / len(vals) if vals else float("nan")
-
-
-lines = []
-for (task, mode), exp in explanations.items():
-    flip = {m: r["flip_rate"] for m, r in exp.results["methods"].items()}
-    e_att, e_wu = _effect(exp, "attfind"), _effect(exp, "wu")
-    line = (f"* **{task} / {mode}**: AttFind's top-{TOP} attributes change the logits by {e_att:.3g} on average "
-            f"(e0 + e1, in-sample) against {e_wu:.3g} for Wu et al.'s; on held-out images, editing the top "
-            f"{P.eval.k} together flips {flip['attfind']['mean']:.1%} ± {flip['attfind']['std']:.1%} of the decisions "
-            f"(Wu et al. {flip['wu']['mean']:.1%}, random {flip['random']['mean']:.1%}).")
-    if (task, mode) in gt_results:
-        gt = gt_results[(task, mode)]
-        prec = ", ".join(f"{af.method_name(m)} {v['precision_at_k']:.2f}" for m, v in gt["methods"].items())
-        exposed = [af.method_name(m) for m, v in gt["methods"].items() if v["spurious_exposed"]]
-        line += (f" Ground truth: the classifier uses {', '.join(gt['used_factors']) or 'no factor clearly'}; "
-                 f"precision@{gt['k']}: {prec}; the spurious factor `{gt['spurious']}` "
-                 f"({'used' if gt['spurious_used'] else 'not used'} by the classifier) is exposed by "
-                 f"{', '.join(exposed) if exposed else 'no method'}".rstrip(".") + ".")
-    lines.append(line)
-weak = [f"{task}/{mode}" for (task, mode), exp in explanations.items()
-        if abs(_effect(exp, "attfind")) < 0.05 and exp.results["methods"]["attfind"]["flip_rate"]["mean"] < 0.05]
-caveat = (f"\n\nFor {', '.join(weak)} the edits barely move the classifier (mean effect < 0.05 and flip rate < 5 %): "
-          "those models are too weakly trained for their pictures to say anything about the classifier "
-          "(expected on the quick profile, which trains for seconds)." if weak else "")
-targets = []
-for (task, mode), gt in gt_results.items():
-    if mode != "stylex":
-        continue
-    planted = P.task(task).classifier_data.spurious_p != 0.5
-    v = groundtruth.target_verdict(gt, planted)
-    targets.append(f"* **{task} / stylex** against the target (precision@{gt['k']} >= {groundtruth.TARGET_PRECISION} "
-                   f"and above Wu et al. and random{'; the planted spurious factor exposed' if planted else ''}): "
-                   f"**{'met' if v['met'] else 'missed'}** (AttFind {v['precision']:.2f}). "
-                   f"The mean purity of AttFind's top-{gt['k']} coordinates is {v['mean_purity']:.2f}: "
-                   + ("each edit changes mostly one factor." if v["mean_purity"] >= 0.5 else
-                      f"each edit changes many factors a little ({v['no_preference']:.2f} would be no preference "
-                      "at all), so its dominant factor is a weak reading. Whether a longer-trained generator "
-                      "separates the factors better is not measured here."))
-if targets:
-    lines += [""] + targets
-display(Markdown("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "
-                 "whether an attribute is *interpretable* is for the reader (or, on synthetic data, the "
-                 "ground-truth table) to judge; the numbers only say how much it moves the classifier."))
+display(Markdown(af.attribute_findings(explanations, gt_results, P, top=TOP)))

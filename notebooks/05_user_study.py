@@ -140,9 +140,8 @@ for t in tasks:
     simulated[t.name] = userstudy.simulate_observer(folder, manifest, probe.predict_uint8, cyclic=cyclic)
     print(f"{t.name}: simulated observer accuracy {simulated[t.name]['accuracy']:.3f} "
           f"({simulated[t.name]['ties']} ties) -> {simulated[t.name]['path']}")
-    for a, change in simulated[t.name]["attribute_change"].items():
-        top = sorted(zip(probe.factor_names, change), key=lambda x: -x[1])[:3]
-        print(f"  attribute #{a + 1}: moves " + ", ".join(f"{n} {v:.3f}" for n, v in top))
+    print("\n".join("  " + line for line in userstudy.describe_changes(simulated[t.name]["attribute_change"],
+                                                                       probe.factor_names)))
 
 # %% [markdown]
 # ## 4. Analysis: every answer file present
@@ -154,26 +153,9 @@ for t in tasks:
 # %%
 analyses = {name: userstudy.analyse(folder / userstudy.ANSWERS, manifest) for name, (_, folder, manifest) in studies.items()}
 
-
-def fmt(summary):
-    o = summary["overall"]
-    return f"{o['mean']:.3f} ± {o['std']:.3f}"
-
-
-rows = []
-for name, res in analyses.items():
-    observers = ([("people", res["people"])] if res["people"] else []) + list(res["simulated"].items())
-    if not observers:
-        rows.append({"who": f"ours, {name}", "participants": 0, "questions": len(studies[name][2]["questions"]),
-                     "accuracy (mean ± std over questions)": "no answers yet"})
-    for who, s in observers:
-        rows.append({"who": f"ours, {name}: {who}", "participants": s["participants"],
-                     "questions": s["overall"]["questions"], "accuracy (mean ± std over questions)": fmt(s),
-                     "per attribute": " / ".join(f"{v['mean']:.2f}" for v in s["per_attribute"].values())})
-rows += [{"who": label, "participants": "61" if key == "replication" else "unknown",
-          "questions": "18" if key == "replication" else "unknown", "accuracy (mean ± std over questions)": f"{m:.3f} ± {sd:.3f}"}
-         for key, (m, sd, label) in userstudy.REFERENCES.items()]
-table = report.markdown_table(rows, ["who", "participants", "questions", "accuracy (mean ± std over questions)", "per attribute"])
+manifests = {name: manifest for name, (_, _, manifest) in studies.items()}
+rows = userstudy.summary_rows(analyses, manifests)
+table = report.markdown_table(rows, userstudy.SUMMARY_COLUMNS)
 (ctx.figures / "user_study_table.md").write_text(table + "\n")
 (ctx.figures / "user_study.json").write_text(json.dumps(analyses, indent=1, default=str) + "\n")
 display(Markdown(table))
@@ -187,31 +169,9 @@ if analyses:
 # Generated from this run's numbers.
 
 # %%
-lines = []
-for name, res in analyses.items():
-    n_q = len(studies[name][2]["questions"])
-    if res["people"]:
-        p = res["people"]
-        lines.append(f"* **{name}, people**: {p['participants']} participant(s), {p['answers']} answers; accuracy "
-                     f"{fmt(p)} (report 0.918 ± 0.038, paper 0.983 ± 0.037).")
-    else:
-        lines.append(f"* **{name}, people**: no answers yet; the {n_q}-question questionnaire is ready in "
-                     f"`{studies[name][1]}` (app above or `questionnaire.html`).")
-    for who, s in res["simulated"].items():
-        worst = min(s["per_attribute"].items(), key=lambda kv: kv[1]["mean"])
-        change = {a: float(v.sum()) for a, v in simulated[name]["attribute_change"].items()}
-        faint = [f"#{a + 1} ({c:.3f})" for a, c in change.items() if c < MIN_CHANGE]
-        line = (f"* **{name}, {who}** (a factor probe, not a person): {fmt(s)} over {s['overall']['questions']} "
-                f"questions, chance 0.5; weakest attribute #{worst[0] + 1} at {worst[1]['mean']:.2f}. ")
-        line += ("The top attributes move the known factors in distinguishable ways. " if s["overall"]["mean"] >= 0.8 else
-                 "Some top attributes move the same factors, so even an observer that reads the factors cannot tell "
-                 "them apart. ")
-        if faint:
-            line += (f"But {len(faint)} of {len(change)} attributes change the factors by less than {MIN_CHANGE} "
-                     f"(summed, normalised units): {', '.join(faint)}; there the observer compares directions of "
-                     f"changes too small to see, and a person would likely see no change at all.")
-        lines.append(line)
-display(Markdown("\n".join(lines) if lines else "No StylEx model in this profile."))
+folders = {name: folder for name, (_, folder, _) in studies.items()}
+changes = {name: sim["attribute_change"] for name, sim in simulated.items()}
+display(Markdown(userstudy.findings(analyses, manifests, folders, changes, MIN_CHANGE)))
 
 # %% [markdown]
 # How to read this. The simulated observer checks one thing people's answers rest on: whether

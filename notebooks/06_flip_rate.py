@@ -117,12 +117,7 @@ tables.plot_flip_curves(results, ctx.figures / "flip_rate_vs_k.png")
 # image of class 1 towards class 0 (the opposite edit moves class 0 towards class 1).
 
 # %%
-for (task, mode), e in explanations.items():
-    print(f"{task}/{mode}")
-    for method, attrs in e.attributes.items():
-        top = [f"{'max' if d else 'min'} L{layer}c{ch}" for (d, _), layer, ch in
-               zip(attrs.coords[:P.eval.k], attrs.layers or [None] * P.eval.k, attrs.channels or [None] * P.eval.k)]
-        print(f"  {method:8s}", ", ".join(top))
+print(tables.chosen_coordinates(explanations, P.eval.k))
 
 # %% [markdown]
 # ## Does a second classifier see the change? (spec section 9)
@@ -147,31 +142,8 @@ for name in ("second_observer", "edit_size_single", "reconstruction_observer", "
 # The text below is generated from this run's numbers.
 
 # %%
-def _rate(task, mode, method):
-    res = results.get((task, mode))
-    return None if res is None else res["methods"][method]["flip_rate"]["mean"]
-
-
-lines = []
-target = 0.8
-for name in dict.fromkeys(label for label, _ in results):  # each task, or <task>-<class> of K > 2 classes
-    a, w, r = _rate(name, "stylex", "attfind"), _rate(name, "stylegan2", "wu"), _rate(name, "stylex", "random")
-    g, alt = _rate(name, "stylegan2", "attfind"), _rate(name, "stylex-alt", "attfind")
-    if a is None:
-        continue
-    verdict = []
-    if w is not None:
-        verdict.append(f"{'above' if a > w else 'not above'} Wu et al. ({w:.3f})")
-    if r is not None:
-        verdict.append(f"{'above' if a > r else 'not above'} the random floor ({r:.3f})")
-    if g is not None:
-        verdict.append(f"{'above' if a > g else 'below'} AttFind on the StyleGAN2 ({g:.3f})")
-    line = f"* **{name}**: AttFind on StylEx flips {a:.3f} of held-out images with k = {P.eval.k}: " + "; ".join(verdict)
-    if alt is not None:
-        line += f"; the alternating recipe (StylEx-alt) gives {alt:.3f}"
-    line += f". Target >= {target}: {'met' if a >= target else 'missed'}."
-    lines.append(line)
-display(Markdown("\n".join(lines)))
+# each task, or <task>-<class> (one-vs-rest) of a task of K > 2 classes
+display(Markdown(tables.claim3_findings(results, list(dict.fromkeys(label for label, _ in results)), P.eval.k)))
 
 # %% [markdown]
 # Claim 3 holds on a task when AttFind on StylEx beats both Wu et al. and the random floor. The

@@ -31,9 +31,11 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 import torch
 
-from repro.counterfactual import class_probability, edit_render, save_gif, sweep_frames
+from repro.config import Profile
+from repro.counterfactual import edit_render, save_gif, sweep_frames
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
+from repro.inference import class_probability
 from repro.stylespace import Attributes, decode_index, toward_class
 
 T = TypeVar("T")
@@ -376,6 +378,95 @@ def folder_size(path: str | Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-__all__ = ["ImageChoice", "Counterfactuals", "attribute_gifs", "attribute_label", "attribute_panel",
-           "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name", "layer_channel",
-           "method_name", "panel_size", "plot_attributes", "plot_effects"]
+def mean_effect(explanation: Explanation, method: str, k: int) -> float:
+    """Mean over a method's top-k attributes of e0 + e1 (in-sample logit changes; nan if unknown)."""
+    attrs = explanation.attributes[method]
+    vals = [sum(attrs.mean_effect[r]) for r in range(min(k, len(attrs)))] if attrs.mean_effect else []
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def top_attribute_rows(explanations: Mapping[tuple[str, str], Explanation], top: int,
+                       methods: Sequence[str] = ("attfind", "wu")) -> list[dict[str, Any]]:
+    """One row per (task, model, method, rank) of the top attributes: layer, channel, direction and
+    the mean effects e0 / e1 (notebook 04's "top attributes in numbers" table)."""
+    rows = []
+    for (task, mode), exp in explanations.items():
+        dims = exp.model.generator.style_dims
+        for method in methods:
+            attrs = exp.attributes[method]
+            for r in range(min(top, len(attrs))):
+                layer, channel = layer_channel(attrs, r, dims)
+                e0, e1 = attrs.mean_effect[r] if attrs.mean_effect is not None else (float("nan"),) * 2
+                rows.append({"task": task, "model": mode, "method": method_name(method), "rank": r + 1,
+                             "layer": layer, "channel": channel,
+                             "direction": "to max" if attrs.coords[r][0] == 1 else "to min",
+                             "e0": float(e0), "e1": float(e1)})
+    return rows
+
+
+# A model whose top attributes move the logits less than this on average, and whose top-k edit
+# flips fewer held-out decisions than this share, is called too weakly trained to say anything.
+WEAK_EFFECT, WEAK_FLIP = 0.05, 0.05
+
+
+def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
+                       groundtruth_results: Mapping[tuple[str, str], Mapping[str, Any]], profile: Profile,
+                       top: int) -> str:
+    """Notebook 04's "what this notebook found" in markdown, generated from the run's numbers:
+    per model the mean effect of AttFind's and Wu's top attributes and the top-``k`` flip rates,
+    the ground truth where measured, and the precision target's verdict per stylex model (with
+    the planted spurious factor exposed, on a task whose classifier data plants one)."""
+    from repro import groundtruth
+    from repro.fidelity import TARGETS
+
+    k = profile.eval.k
+    lines = []
+    for (task, mode), exp in explanations.items():
+        flip = {m: r["flip_rate"] for m, r in exp.results["methods"].items()}
+        e_att, e_wu = mean_effect(exp, "attfind", top), mean_effect(exp, "wu", top)
+        line = (f"* **{task} / {mode}**: AttFind's top-{top} attributes change the logits by {e_att:.3g} on average "
+                f"(e0 + e1, in-sample) against {e_wu:.3g} for Wu et al.'s; on held-out images, editing the top "
+                f"{k} together flips {flip['attfind']['mean']:.1%} ± {flip['attfind']['std']:.1%} of the decisions "
+                f"(Wu et al. {flip['wu']['mean']:.1%}, random {flip['random']['mean']:.1%}).")
+        if (task, mode) in groundtruth_results:
+            gt = groundtruth_results[(task, mode)]
+            prec = ", ".join(f"{method_name(m)} {v['precision_at_k']:.2f}" for m, v in gt["methods"].items())
+            exposed = [method_name(m) for m, v in gt["methods"].items() if v["spurious_exposed"]]
+            line += (f" Ground truth: the classifier uses {', '.join(gt['used_factors']) or 'no factor clearly'}; "
+                     f"precision@{gt['k']}: {prec}; the spurious factor `{gt['spurious']}` "
+                     f"({'used' if gt['spurious_used'] else 'not used'} by the classifier) is exposed by "
+                     f"{', '.join(exposed) if exposed else 'no method'}".rstrip(".") + ".")
+        lines.append(line)
+    weak = [f"{task}/{mode}" for (task, mode), exp in explanations.items()
+            if abs(mean_effect(exp, "attfind", top)) < WEAK_EFFECT
+            and exp.results["methods"]["attfind"]["flip_rate"]["mean"] < WEAK_FLIP]
+    caveat = (f"\n\nFor {', '.join(weak)} the edits barely move the classifier (mean effect < {WEAK_EFFECT} and "
+              f"flip rate < {WEAK_FLIP * 100:.0f} %): those models are too weakly trained for their pictures to say "
+              "anything about the classifier (expected on the quick profile, which trains for seconds)."
+              if weak else "")
+    targets = []
+    for (task, mode), gt in groundtruth_results.items():
+        if mode != "stylex":
+            continue
+        planted = profile.task(task).classifier_data.spurious_p != 0.5
+        v = groundtruth.target_verdict(gt, planted)
+        targets.append(f"* **{task} / stylex** against the target (precision@{gt['k']} >= "
+                       f"{groundtruth.TARGET_PRECISION} and above Wu et al. and random"
+                       f"{'; the planted spurious factor exposed' if planted else ''}): "
+                       f"**{'met' if v['met'] else 'missed'}** (AttFind {v['precision']:.2f}). "
+                       f"The mean purity of AttFind's top-{gt['k']} coordinates is {v['mean_purity']:.2f}: "
+                       + ("each edit changes mostly one factor." if v["mean_purity"] >= TARGETS["purity"] else
+                          f"each edit changes many factors a little ({v['no_preference']:.2f} would be no "
+                          "preference at all), so its dominant factor is a weak reading. Whether a longer-trained "
+                          "generator separates the factors better is not measured here."))
+    if targets:
+        lines += [""] + targets
+    return ("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "
+            "whether an attribute is *interpretable* is for the reader (or, on synthetic data, the "
+            "ground-truth table) to judge; the numbers only say how much it moves the classifier.")
+
+
+__all__ = ["ImageChoice", "Counterfactuals", "attribute_findings", "attribute_gifs", "attribute_label",
+           "attribute_panel", "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name",
+           "layer_channel", "mean_effect", "method_name", "panel_size", "plot_attributes", "plot_effects",
+           "top_attribute_rows"]

@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from repro.evaluation import Latents
 from repro.figures import as_hwc_uint8
@@ -33,11 +32,6 @@ def edit_render(model: StylExModel, lat: Latents, edits: Sequence[tuple[int, int
 
 
 @torch.inference_mode()
-def class_probability(classifier: torch.nn.Module, images: torch.Tensor, cls: int = 1) -> torch.Tensor:
-    """softmax C(x)[:, cls] of float images in [-1, 1]."""
-    return F.softmax(classifier(images.clamp(-1, 1)), dim=1)[:, cls].cpu()
-
-
 def sweep_frames(model: StylExModel, lat: Latents, edit: tuple[int, int], style_min: torch.Tensor,
                  style_max: torch.Tensor, steps: int = 8) -> np.ndarray:
     """Frames of one coordinate swept from its original value to the target and back.

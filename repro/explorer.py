@@ -37,6 +37,7 @@ from repro.attribute_figures import choose_images, layer_channel, one_thread
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.figures import _in_notebook, _mpl, _save, as_hwc_uint8
+from repro.inference import class_probability, classify
 from repro.model import StylExModel
 from repro.stylespace import Attributes, apply_edits
 
@@ -189,7 +190,7 @@ class Explorer:
         pic = image.convert("RGB").resize((self.resolution, self.resolution), Image.BICUBIC)
         x = torch.from_numpy(np.asarray(pic).copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
         x = x.to(self.device)
-        probs = F.softmax(self.classifier(x), dim=1)
+        probs = F.softmax(classify(self.classifier, x), dim=1)
         w = self.model.encode(x, probs)
         self.current = Latents(w, fixed_noise(self.model, 1, self.noise_seed, self.device), "uploaded", x)
         self.current_name = name
@@ -206,7 +207,7 @@ class Explorer:
         original = render_signed(self.model, self.current, self.coords, zeros, self.style_min, self.style_max)
         edited = (original if not any(values) else
                   render_signed(self.model, self.current, self.coords, values, self.style_min, self.style_max))
-        p = F.softmax(self.classifier(torch.cat([original, edited])), dim=1).cpu()
+        p = F.softmax(classify(self.classifier, torch.cat([original, edited])), dim=1).cpu()
         return {"input": self.current.images, "original": original, "edited": edited,
                 "p_original": p[0], "p_edited": p[1]}
 
@@ -253,8 +254,7 @@ class Explorer:
             settings = [[0.0] * k] + [[sign if j == r else 0.0 for j in range(k)] for r in range(k)] + [[sign] * k]
             imgs = torch.cat([render_signed(self.model, lat, self.coords, v, self.style_min, self.style_max)
                               for v in settings])
-            with torch.inference_mode():
-                p = F.softmax(self.classifier(imgs), dim=1)[:, 1 - base].cpu()
+            p = class_probability(self.classifier, imgs, 1 - base)
             for col, (ax, img) in enumerate(zip(axes[row], as_hwc_uint8(imgs))):
                 ax.imshow(img, interpolation="nearest")
                 ax.set_xticks([])

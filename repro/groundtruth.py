@@ -37,6 +37,7 @@ from repro.config import DataConfig, Profile, TaskConfig
 from repro.counterfactual import edit_render
 from repro.data.synthetic import TASKS, intervene, render, sample_factors
 from repro.explain import METHODS, Explanation
+from repro.fidelity import TARGETS
 from repro.inference import classify
 from repro.probe import (CYCLIC, FACTOR_BY_NAME, FACTOR_COLUMN, PROBE_FACTORS, AttributeProbe, factor_change,
                          load_or_train_probe)
@@ -233,7 +234,7 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
             "spurious_used": spurious in used, "methods": methods}
 
 
-TARGET_PRECISION = 0.75  # this reproduction's target for AttFind's precision@k on StylEx models
+TARGET_PRECISION = TARGETS["precision_at_4"]  # the target for AttFind's precision@k on StylEx models
 
 
 def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TARGET_PRECISION) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Every classifier decision on a render in this package goes through :func:`classify`: images are
 clamped to [-1, 1] first (as the authors' ``call_synthesis`` does and as a figure shows them)
-and the logits come back as float32. :func:`classify_images` is the batched form in eval mode;
+and the logits come back as float32. :func:`classify_images` is the batched form in eval mode
+(:func:`class_probability` its softmax for one class);
 :func:`fast_classifier` is the same function computed by a BatchNorm-folded channels_last copy
 (AttFind's effects and the flip rate); :func:`eval_mode` keeps BatchNorm statistics out of edit
 batches; :func:`prepare_inputs` moves styles and fixed noise to the generator's device;
@@ -23,8 +24,8 @@ from torch import nn
 if TYPE_CHECKING:
     from repro.data import ImageSet
 
-__all__ = ["device_of", "eval_mode", "classify", "classify_images", "classifier_probs", "fast_classifier",
-           "prepare_inputs"]
+__all__ = ["device_of", "eval_mode", "classify", "classify_images", "class_probability", "classifier_probs",
+           "fast_classifier", "prepare_inputs"]
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -64,6 +65,11 @@ def classify_images(classifier: nn.Module, images: torch.Tensor, batch_size: int
     with eval_mode(classifier):
         out = [classify(classifier, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def class_probability(classifier: nn.Module, images: torch.Tensor, cls: int = 1) -> torch.Tensor:
+    """softmax C(x)[:, cls] on the CPU of float images, by :func:`classify_images` (clamped, eval mode)."""
+    return F.softmax(classify_images(classifier, images), dim=1)[:, cls].cpu()
 
 
 @torch.inference_mode()

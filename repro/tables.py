@@ -123,3 +123,48 @@ def plot_flip_curves(results: Results, path: str | Path):
     axes[0][-1].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def chosen_coordinates(explanations: Mapping[tuple[str, str], Any], k: int) -> str:
+    """The top-k (direction, layer, channel) of each model's methods, one text line per method;
+    "min"/"max" is the edit that moves an image of class 1 towards class 0."""
+    lines = []
+    for (task, mode), e in explanations.items():
+        lines.append(f"{task}/{mode}")
+        for method, attrs in e.attributes.items():
+            top = [f"{'max' if d else 'min'} L{layer}c{ch}" for (d, _), layer, ch in
+                   zip(attrs.coords[:k], attrs.layers or [None] * k, attrs.channels or [None] * k)]
+            lines.append(f"  {method:8s} " + ", ".join(top))
+    return "\n".join(lines)
+
+
+def claim3_findings(results: Results, tasks: list[str], k: int) -> str:
+    """Notebook 06's reading of claim 3, in markdown, generated from the run's numbers: per task
+    AttFind on StylEx against Wu et al., the random floor, AttFind on the StyleGAN2 and StylEx-alt,
+    and the flip-rate target (``repro.fidelity.TARGETS["attfind_flip_C"]``)."""
+    from repro.fidelity import TARGETS
+
+    def rate(task: str, mode: str, method: str) -> float | None:
+        res = results.get((task, mode))
+        return None if res is None else res["methods"][method]["flip_rate"]["mean"]
+
+    target = TARGETS["attfind_flip_C"]
+    lines = []
+    for task in tasks:
+        a, w, r = rate(task, "stylex", "attfind"), rate(task, "stylegan2", "wu"), rate(task, "stylex", "random")
+        g, alt = rate(task, "stylegan2", "attfind"), rate(task, "stylex-alt", "attfind")
+        if a is None:
+            continue
+        verdict = []
+        if w is not None:
+            verdict.append(f"{'above' if a > w else 'not above'} Wu et al. ({w:.3f})")
+        if r is not None:
+            verdict.append(f"{'above' if a > r else 'not above'} the random floor ({r:.3f})")
+        if g is not None:
+            verdict.append(f"{'above' if a > g else 'below'} AttFind on the StyleGAN2 ({g:.3f})")
+        line = f"* **{task}**: AttFind on StylEx flips {a:.3f} of held-out images with k = {k}: " + "; ".join(verdict)
+        if alt is not None:
+            line += f"; the alternating recipe (StylEx-alt) gives {alt:.3f}"
+        line += f". Target >= {target}: {'met' if a >= target else 'missed'}."
+        lines.append(line)
+    return "\n".join(lines)

@@ -4,11 +4,12 @@ StyleGAN2, single process or under ``torchrun`` (DistributedDataParallel).
 The loop owns the optimisers, the EMA copies, the lazy-regularisation phases, checkpoints and
 logging; it knows nothing of AttFind. One iteration is:
 
-1. discriminator phase: fakes, then reals, each its own forward/backward (so DDP syncs each);
-   every ``r1_interval`` iterations an R1 phase on reals;
-2. generator phase: generator (+ encoder, + mapping) forward, every loss term, one backward;
-   every ``pl_interval`` iterations a path-length phase;
-3. EMA update of generator, encoder and mapping network together, so evaluation uses a
+1. one generator (+ encoder, + mapping) forward and the classifier on its output, kept for step 3;
+2. discriminator phase: the detached fakes, then reals, each its own forward/backward (so DDP
+   syncs each); every ``r1_interval`` iterations an R1 phase on reals;
+3. generator phase: every loss term on the pass of step 1 (the discriminator as updated in
+   step 2), one backward; every ``pl_interval`` iterations a path-length phase;
+4. EMA update of generator, encoder and mapping network together, so evaluation uses a
    matching pair (an EMA generator with the raw encoder, as earlier code paired them, is not one).
 
 Modes (``StylExModel.mode``; the model and its architecture live in ``repro.model``):
@@ -109,6 +110,19 @@ def ema_beta(config: StylExConfig, images_seen: int) -> float:
     if config.ema_rampup:
         half_life = min(half_life, images_seen * config.ema_rampup)
     return 0.5 ** (config.batch_size / max(half_life, 1e-8))
+
+
+# What one training iteration computes, recorded in metadata.json: 1 (older runs, no field): the
+# discriminator's fakes from a second, no-grad generator pass; 2: one generator pass per iteration,
+# shared by both phases, and E(x) taken from w (benchmarks/train_ab.py measured the difference).
+TRAIN_STEP = 2
+
+
+def _read_metadata(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @torch.no_grad()
@@ -267,7 +281,11 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     metadata = {"mode": mode, "lpips": lpips_status, "device": str(dev), "world_size": world,
                 "torch": torch.__version__, "batch_per_process": batch,
                 "precision": config.precision, "channels_last": config.channels_last,
-                "loss_weights": to_dict(w), "started_at_iteration": start_iter}
+                "loss_weights": to_dict(w), "started_at_iteration": start_iter, "train_step": TRAIN_STEP}
+    if start_iter > 0:  # a run resumed across a change of the step says so
+        before = (_read_metadata(run_dir) or {}).get("train_step", 1)
+        if before != TRAIN_STEP:
+            metadata["train_step_before_resume"] = before
     if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
         metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
     if rank == 0:
@@ -328,15 +346,20 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             z = torch.randn(batch, config.latent_dim, device=dev) if z_pass else None
             terms: dict[str, float] = {}
 
+            # -- one generator pass per iteration: the discriminator phase trains on its detached
+            # output, the generator phase back-propagates through it (D is not updated in between
+            # a generator step, so a second pass would only draw other noise).
+            with amp():  # network passes in reduced precision (bf16), the loss terms in fp32
+                gx, w_used = model_ddp(x, probs, z)
+                logits_gx = classifier(gx).float()
+            probs_gx = F.softmax(logits_gx.detach(), dim=1)
+
             # -- discriminator phase: fakes, then reals (each its own forward/backward)
             disc.requires_grad_(True)
-            with torch.no_grad(), amp():
-                gx, _ = model(x, probs, z)
-                probs_gx = F.softmax(classifier(gx).float(), dim=1)
             # Each pass its own forward and backward: under DDP a second forward must not start
             # before the first one's gradients are reduced.
             with amp():
-                d_fake = d_fake_loss(disc_ddp(gx, probs_gx).float())
+                d_fake = d_fake_loss(disc_ddp(gx.detach(), probs_gx).float())
             _check_finite(iteration + 1, {"d_fake": d_fake}, run_dir)
             d_fake.backward()
             with amp():
@@ -354,14 +377,11 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             opt_d.zero_grad(set_to_none=True)
             disc.requires_grad_(False)
 
-            # -- generator (+ encoder, + mapping) phase
-            with amp():  # network passes in reduced precision (bf16), the loss terms in fp32
-                gx, w_used = model_ddp(x, probs, z)
-                logits_gx = classifier(gx).float()
-                fake_logits = disc(gx, F.softmax(logits_gx, dim=1).detach()).float()
+            # -- generator (+ encoder, + mapping) phase, through the same pass
+            with amp():
+                fake_logits = disc(gx, probs_gx).float()
                 if z is None:
-                    with torch.no_grad():
-                        e_x = model.encoder(x).float()
+                    e_x = w_used[:, :model.latent_dim].detach().float()  # E(x), from w = [E(x), C(x)]
                     e_gx = model.encoder(gx).float()
             gx = gx.float()
             if z is None:

@@ -323,23 +323,49 @@ def _model_card(profile: Profile, stage: Stage, state: dict[str, Any], commit: s
     return card
 
 
+def half_state(value: Any) -> Any:
+    """A checkpoint with every float32 tensor stored as float16 (other values unchanged). The
+    networks load it back into float32 (``load_state_dict`` copies with a cast), so the file is
+    half the size and the weights are rounded to float16's 11 significant bits."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.half() if value.dtype == torch.float32 else value
+    if isinstance(value, dict):
+        return {k: half_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(half_state(v) for v in value)
+    return value
+
+
 def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes: int | None = DEFAULT_MAX_BYTES,
-         stages: Sequence[str] | None = None) -> dict[str, Any]:
+         stages: Sequence[str] | None = None, model_dtype: str = "float32") -> dict[str, Any]:
     """Copy every finished stage of ``profile`` into ``<weights_root>/<profile>/`` and write its
     ``manifest.json`` and ``MODEL_CARD.md`` (see the module docstring); returns the manifest.
 
     The folder is replaced as a whole (a stale file of an earlier ship never stays). Unfinished
     stages, and finished ones trained with another configuration than the profile's, are listed
     under ``not_shipped`` with the reason; so are those ``stages`` leaves out (stage keys or shell
-    patterns, e.g. ``["*/stylex*", "*/stylegan2"]``; None: every stage). Raises :class:`WeightsError` when nothing is finished,
-    or when the files would take more than ``max_bytes`` (None: no cap); nothing is written then.
+    patterns, e.g. ``["*/stylex*", "*/stylegan2"]``; None: every stage). ``model_dtype="float16"``
+    stores the generative models' weights as float16 (:func:`half_state`; the manifest records the
+    float32 original's sha256 beside the shipped file's), which halves them; classifiers are always
+    shipped as trained. Raises :class:`WeightsError` when nothing is finished, or when the files
+    would take more than ``max_bytes`` (None: no cap); nothing is written then.
     """
+    import torch
+
     from repro.checkpoint import load_checkpoint
+
+    if model_dtype not in ("float32", "float16"):
+        raise WeightsError(f"model_dtype must be float32 or float16, got {model_dtype!r}")
 
     commit, dirty = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
     machine = _machine()
     plan: list[tuple[Stage, list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = []
     not_shipped: dict[str, str] = {}
+    out = Path(weights_root) / profile.name
+    converted = out.with_name(f".{out.name}.{model_dtype}-{os.getpid()}")  # float16 copies, before the copy
+    sources: dict[str, Path] = {}  # shipped file -> where it is copied from, where not the run folder
     for stage in profile_stages(profile):
         if stages is not None and not any(fnmatch.fnmatchcase(stage.key, pattern) for pattern in stages):
             not_shipped[stage.key] = f"not selected (stages {', '.join(stages)})"
@@ -356,25 +382,36 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
         files = []
         for name in _stage_files(stage):
             src = stage.run_dir / name
+            entry: dict[str, Any] = {}
+            if name == _weights_name(stage) and stage.kind == "model" and model_dtype == "float16":
+                entry = {"stored_dtype": "float16", "source_sha256": sha256_file(src)}
+                src = converted / stage.key / name
+                src.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_write(src) as f:
+                    torch.save(half_state(state), f)
             digest = sha256_file(src)
             shipped = hub_name(name, digest) if name == _weights_name(stage) else name
             files.append({"name": name, "file": f"{stage.key}/{shipped}", "sha256": digest,
-                          "bytes": src.stat().st_size})
+                          "bytes": src.stat().st_size, **entry})
+            if src != stage.run_dir / name:
+                sources[files[-1]["file"]] = src
         card = _model_card(profile, stage, state, commit, dirty, machine)
         plan.append((stage, files, json.loads(json.dumps(state.get("config") or {})), card))
     if not plan:
+        shutil.rmtree(converted, ignore_errors=True)
         raise WeightsError(f"profile {profile.name!r} has no finished stage{' of those selected' if stages else ''} "
                            f"under {Path(profile.run_root) / profile.name} to ship; train them first (bash run_all.sh --profile {profile.name} --retrain, or the "
                            f"commands `python -m repro train-classifier|train-observer|train-stylex`)")
     total = sum(f["bytes"] for _, files, _, _ in plan for f in files)
     if max_bytes is not None and total > max_bytes:
+        shutil.rmtree(converted, ignore_errors=True)
         sizes = sorted(((sum(f["bytes"] for f in files), stage.key) for stage, files, _, _ in plan), reverse=True)
         largest = ", ".join(f"{key} {size / 1e6:.1f} MB" for size, key in sizes[:4])
         raise WeightsError(f"the finished stages of profile {profile.name!r} take {total / 1e6:.1f} MB, over the cap of "
                            f"{max_bytes / 1e6:.1f} MB (largest: {largest}); nothing was written. Make the networks "
-                           f"smaller, ship fewer stages (--stage), or raise the cap (--max-mb)")
+                           f"smaller, store the models as float16 (--half), ship fewer stages (--stage), or raise "
+                           f"the cap (--max-mb)")
 
-    out = Path(weights_root) / profile.name
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = {
@@ -388,7 +425,7 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
     try:
         for stage, files, _, _ in plan:
             for f in files:
-                _copy_atomic(stage.run_dir / f["name"], tmp / f["file"])
+                _copy_atomic(sources.get(f["file"], stage.run_dir / f["name"]), tmp / f["file"])
                 if sha256_file(tmp / f["file"]) != f["sha256"]:
                     raise WeightsError(f"{stage.run_dir / f['name']} changed while it was shipped; ship again")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -400,6 +437,7 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(converted, ignore_errors=True)
     return manifest
 
 
@@ -458,7 +496,8 @@ def model_card_markdown(manifest: dict[str, Any]) -> str:
         weights = entry["files"][0]
         length = (f"{card['epochs']} epochs" if card.get("epochs") is not None
                   else f"{card.get('iterations')} iterations")
-        lines.append(f"| `{entry['stage']}` | `{weights['file']}` ({weights['bytes'] / 1e6:.1f} MB) | {card.get('seed')} | "
+        stored = f", {weights['stored_dtype']}" if weights.get("stored_dtype") else ""
+        lines.append(f"| `{entry['stage']}` | `{weights['file']}` ({weights['bytes'] / 1e6:.1f} MB{stored}) | {card.get('seed')} | "
                      f"{length} | {_fmt_seconds(card.get('wall_seconds'))} | {card['machine'].get('device')} | "
                      f"{_fmt_metrics(card.get('metrics') or {})} |")
     lines += ["", "## Each stage", ""]
@@ -479,7 +518,10 @@ def model_card_markdown(manifest: dict[str, Any]) -> str:
             f"{card['machine'].get('platform')}, {card['machine'].get('cpu_count')} CPUs"
             + (f"; precision {card['precision']}" if card.get("precision") else ""),
             f"- metrics: {_fmt_metrics(card.get('metrics') or {})}",
-            "- files: " + ", ".join(f"`{f['file']}` (sha256 `{f['sha256']}`)" for f in entry["files"]),
+            "- files: " + ", ".join(f"`{f['file']}` (sha256 `{f['sha256']}`"
+                                    + (f"; stored as {f['stored_dtype']}, from the float32 file with sha256 "
+                                       f"`{f['source_sha256']}`" if f.get("stored_dtype") else "") + ")"
+                                    for f in entry["files"]),
             "",
         ]
     if manifest.get("not_shipped"):

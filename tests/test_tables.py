@@ -51,3 +51,15 @@ def test_write_table_and_plot(tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows)
     tables.plot_flip_curves(_results(), tmp_path / "k.png")
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_claim3_findings_compare_with_every_baseline_and_the_target():
+    results = dict(_results())
+    text = tables.claim3_findings(results, ["afhq", "missing"], k=10)
+    assert text.count("\n") == 0  # one line: a task without models says nothing
+    assert "flips 0.500" in text and "above Wu et al. (0.300)" in text and "above the random floor (0.050)" in text
+    assert "above AttFind on the StyleGAN2 (0.400)" in text and "Target >= 0.8: missed" in text
+    results[("afhq", "stylex")]["methods"]["attfind"] = _result(0.85, 0.01)
+    results[("afhq", "stylex-alt")] = {"methods": {"attfind": _result(0.6, 0.0)}}
+    text = tables.claim3_findings(results, ["afhq"], k=10)
+    assert "Target >= 0.8: met" in text and "StylEx-alt) gives 0.600" in text

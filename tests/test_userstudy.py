@@ -305,3 +305,26 @@ def test_export_html_embeds_every_gif(tiny_study, tmp_path):
     data = json.loads(re.search(r'<script id="questionnaire" type="application/json">(.*?)</script>', text, re.S).group(1))
     assert data["id"] == manifest["id"] and len(data["questions"]) == n
     assert '"correct"' not in json.dumps(data)  # the page does not give the answers away
+
+
+def test_summary_rows_and_findings_from_an_analysis():
+    import numpy as np
+
+    from repro import userstudy
+
+    summary = {"overall": {"mean": 0.9, "std": 0.05, "questions": 18}, "participants": 1, "answers": 18,
+               "per_attribute": {0: {"mean": 1.0}, 1: {"mean": 0.5}}}
+    analyses = {"synth-age": {"people": None, "simulated": {"simulated-probe": summary}},
+                "synth-species": {"people": None, "simulated": {}}}
+    manifests = {"synth-age": {"questions": [0] * 18}, "synth-species": {"questions": [0] * 6}}
+    rows = userstudy.summary_rows(analyses, manifests)
+    assert rows[0]["who"] == "ours, synth-age: simulated-probe" and rows[0]["per attribute"] == "1.00 / 0.50"
+    assert rows[1]["accuracy (mean ± std over questions)"] == "no answers yet" and rows[1]["questions"] == 6
+    assert [r["who"] for r in rows[2:]] == [label for _, _, label in userstudy.REFERENCES.values()]
+    changes = {"synth-age": {0: np.array([0.5, 0.2]), 1: np.array([0.01, 0.0])}}
+    text = userstudy.findings(analyses, manifests, {"synth-age": "a", "synth-species": "b"}, changes, min_change=0.05)
+    assert "weakest attribute #2 at 0.50" in text and "distinguishable" in text
+    assert "1 of 2 attributes change the factors by less than 0.05" in text and "#2 (0.010)" in text
+    assert "no answers yet; the 6-question questionnaire is ready in `b`" in text
+    assert userstudy.describe_changes(changes["synth-age"], ["hue", "size"]) == [
+        "attribute #1: moves hue 0.500, size 0.200", "attribute #2: moves hue 0.010, size 0.000"]

@@ -221,3 +221,28 @@ def test_the_size_cap_and_the_command_line(shipped, tmp_path):
                   str(tmp_path / "none"))
     assert nothing.returncode == 0 and nothing.stdout == "" and not (tmp_path / "runs").exists()
     assert weights.install(profile, tmp_path / "none").source is None
+
+
+def test_models_shipped_as_float16_are_half_the_size_and_load_into_float32(shipped, tmp_path, monkeypatch):
+    manifest = weights.ship(shipped["profile"], tmp_path / "weights16", model_dtype="float16")
+    full = {e["stage"]: e["files"][0] for e in shipped["manifest"]["stages"]}
+    for entry in manifest["stages"]:
+        f = entry["files"][0]
+        if entry["kind"] == "model":  # every float32 tensor's bytes halve; the config and metadata stay
+            assert f["stored_dtype"] == "float16" and f["source_sha256"] == full[entry["stage"]]["sha256"]
+            original = shipped["root"] / shipped["profile"].name / full[entry["stage"]]["file"]
+            state = torch.load(original, weights_only=True)
+            fp32 = sum(t.numel() * 4 for t in state["ema"].values() if t.dtype == torch.float32)
+            assert full[entry["stage"]]["bytes"] - f["bytes"] >= 0.95 * fp32 / 2
+        else:  # classifiers are shipped as trained
+            assert "stored_dtype" not in f and f["sha256"] == full[entry["stage"]]["sha256"]
+    assert "stored as float16" in (tmp_path / "weights16" / shipped["profile"].name / weights.CARD).read_text()
+
+    profile = fresh(shipped, "runs-half")
+    assert weights.install(profile, tmp_path / "weights16").installed == STAGES
+    monkeypatch.setattr("repro.training.load_split", lambda *a, **k: pytest.fail("trained instead of reusing"))
+    reused = train_all(profile)
+    for key in ("synth-age/stylex", "synth-age/stylex-seed1"):
+        for (name, a), b in zip(state_of(shipped["trained"][key]).items(), state_of(reused[key]).values()):
+            assert b.dtype == a.dtype, name  # loaded back into the float32 networks
+            assert torch.equal(b, a.half().to(a.dtype)), name  # the float16 rounding of the trained weights

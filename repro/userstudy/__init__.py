@@ -23,22 +23,25 @@ from ``repro.userstudy`` itself):
    self-contained web page (template ``questionnaire.html``) that records answers in the browser
    and downloads them as a file in the same format, to be dropped into ``answers/``.
 4. ``analysis``: :func:`analyse` and :func:`plot_accuracy`, accuracy per attribute and overall,
-   people and simulated observers kept apart (its docstring says which ± the numbers carry).
+   people and simulated observers kept apart (its docstring says which ± the numbers carry);
+   :func:`summary_rows` (the table) and :func:`findings` (the text the notebook shows).
 5. ``simulated``: :func:`simulate_observer`, a stand-in participant that answers from a
    ground-truth factor probe (synthetic data only), written as a *simulated* participant.
 """
 
-from repro.userstudy.analysis import REFERENCES, analyse, plot_accuracy
+from repro.userstudy.analysis import (REFERENCES, SUMMARY_COLUMNS, accuracy_text, analyse, findings, plot_accuracy,
+                                      summary_rows)
 from repro.userstudy.answers import (ANSWERS, PARTICIPANT_ID, SIDES, SIMULATED_PREFIX, AnswerLog, read_answers,
                                      validate_participant_id)
 from repro.userstudy.app import INSTRUCTIONS, QuestionnaireApp, export_html, questionnaire_app
 from repro.userstudy.design import (FORMAT, FRAMES, MANIFEST, QuestionPlan, load_frames, load_manifest,
                                     make_questionnaire, plan_questionnaire, preview_question)
-from repro.userstudy.simulated import gif_changes, observer_choice, simulate_observer
+from repro.userstudy.simulated import describe_changes, gif_changes, observer_choice, simulate_observer
 
 __all__ = [
     "ANSWERS", "FORMAT", "FRAMES", "INSTRUCTIONS", "MANIFEST", "PARTICIPANT_ID", "REFERENCES", "SIDES",
-    "SIMULATED_PREFIX", "AnswerLog", "QuestionPlan", "QuestionnaireApp", "analyse", "export_html", "gif_changes",
+    "SIMULATED_PREFIX", "SUMMARY_COLUMNS", "AnswerLog", "QuestionPlan", "QuestionnaireApp", "accuracy_text",
+    "analyse", "describe_changes", "export_html", "findings", "gif_changes", "summary_rows",
     "load_frames", "load_manifest", "make_questionnaire", "observer_choice", "plan_questionnaire", "plot_accuracy",
     "preview_question", "questionnaire_app", "read_answers", "simulate_observer", "validate_participant_id",
 ]

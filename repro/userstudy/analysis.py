@@ -136,6 +136,77 @@ def analyse(answers: str | Path | Iterable[str | Path], manifest: Mapping[str, A
     }
 
 
+def accuracy_text(summary: Mapping[str, Any]) -> str:
+    """``"mean ± std"`` of a summary's overall accuracy (std over questions)."""
+    o = summary["overall"]
+    return f"{o['mean']:.3f} ± {o['std']:.3f}"
+
+
+ACCURACY_COLUMN = "accuracy (mean ± std over questions)"
+
+
+def summary_rows(analyses: Mapping[str, Mapping[str, Any]], manifests: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The user-study table: one row per observer (people, each simulated one) of each study, then
+    the published numbers (:data:`REFERENCES`); a study without answers gets a "no answers yet" row."""
+    rows: list[dict[str, Any]] = []
+    for name, res in analyses.items():
+        observers = ([("people", res["people"])] if res["people"] else []) + list(res["simulated"].items())
+        if not observers:
+            rows.append({"who": f"ours, {name}", "participants": 0, "questions": len(manifests[name]["questions"]),
+                         ACCURACY_COLUMN: "no answers yet"})
+        for who, s in observers:
+            rows.append({"who": f"ours, {name}: {who}", "participants": s["participants"],
+                         "questions": s["overall"]["questions"], ACCURACY_COLUMN: accuracy_text(s),
+                         "per attribute": " / ".join(f"{v['mean']:.2f}" for v in s["per_attribute"].values())})
+    rows += [{"who": label, "participants": "61" if key == "replication" else "unknown",
+              "questions": "18" if key == "replication" else "unknown", ACCURACY_COLUMN: f"{m:.3f} ± {sd:.3f}"}
+             for key, (m, sd, label) in REFERENCES.items()]
+    return rows
+
+
+SUMMARY_COLUMNS = ["who", "participants", "questions", ACCURACY_COLUMN, "per attribute"]
+DISTINCT = 0.8  # simulated accuracy at which the top attributes count as moving the factors distinguishably
+
+
+def findings(analyses: Mapping[str, Mapping[str, Any]], manifests: Mapping[str, Mapping[str, Any]],
+             folders: Mapping[str, Path], attribute_change: Mapping[str, Mapping[int, np.ndarray]],
+             min_change: float) -> str:
+    """Notebook 05's "what this notebook found" in markdown, generated from the run's numbers.
+
+    ``attribute_change[name]``: the simulated observer's per-attribute factor change
+    (:func:`repro.userstudy.simulate_observer`); an attribute whose summed change is below
+    ``min_change`` is called too faint to see."""
+    r_mean, r_std, _ = REFERENCES["replication"]
+    p_mean, p_std, _ = REFERENCES["paper"]
+    lines = []
+    for name, res in analyses.items():
+        n_q = len(manifests[name]["questions"])
+        if res["people"]:
+            p = res["people"]
+            lines.append(f"* **{name}, people**: {p['participants']} participant(s), {p['answers']} answers; accuracy "
+                         f"{accuracy_text(p)} (report {r_mean} ± {r_std}, paper {p_mean} ± {p_std}).")
+        else:
+            lines.append(f"* **{name}, people**: no answers yet; the {n_q}-question questionnaire is ready in "
+                         f"`{folders[name]}` (app above or `questionnaire.html`).")
+        for who, s in res["simulated"].items():
+            worst = min(s["per_attribute"].items(), key=lambda kv: kv[1]["mean"])
+            change = {a: float(v.sum()) for a, v in attribute_change[name].items()}
+            faint = [f"#{a + 1} ({c:.3f})" for a, c in change.items() if c < min_change]
+            line = (f"* **{name}, {who}** (a factor probe, not a person): {accuracy_text(s)} over "
+                    f"{s['overall']['questions']} questions, chance 0.5; weakest attribute #{worst[0] + 1} at "
+                    f"{worst[1]['mean']:.2f}. ")
+            line += ("The top attributes move the known factors in distinguishable ways. "
+                     if s["overall"]["mean"] >= DISTINCT else
+                     "Some top attributes move the same factors, so even an observer that reads the factors cannot "
+                     "tell them apart. ")
+            if faint:
+                line += (f"But {len(faint)} of {len(change)} attributes change the factors by less than {min_change} "
+                         f"(summed, normalised units): {', '.join(faint)}; there the observer compares directions of "
+                         f"changes too small to see, and a person would likely see no change at all.")
+            lines.append(line)
+    return "\n".join(lines) if lines else "No StylEx model in this profile."
+
+
 def _by_id(table: Mapping[Any, Any], key: int) -> dict[str, Any]:
     """``table[key]`` whether keys are ints or, after a JSON round trip, strings."""
     return dict(table.get(key, table.get(str(key), {})))

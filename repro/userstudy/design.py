@@ -159,7 +159,8 @@ def make_questionnaire(explanation: "Explanation", out_dir: str | Path, *, n_att
     """
     import torch
 
-    from repro.counterfactual import class_probability, save_gif, sweep_frames
+    from repro.counterfactual import save_gif, sweep_frames
+    from repro.inference import class_probability
     from repro.evaluation import render
     from repro.stylespace import decode_index, toward_class
 

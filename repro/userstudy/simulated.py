@@ -103,3 +103,13 @@ def simulate_observer(folder: str | Path, manifest: Mapping[str, Any], factors_o
             per_attr.setdefault(g["attribute"], []).append(np.abs(changes[g["gif"]]))
     return {"participant": participant_id, "path": str(log.path), "accuracy": float(np.mean(correct)),
             "ties": int(ties), "attribute_change": {a: np.mean(v, axis=0) for a, v in sorted(per_attr.items())}}
+
+
+def describe_changes(attribute_change: Mapping[int, np.ndarray], factor_names: Sequence[str], top: int = 3) -> list[str]:
+    """One line per attribute: the ``top`` factors its GIFs change most (a simulated observer's
+    ``attribute_change``), e.g. ``attribute #1: moves hair_grey 0.412, wrinkles 0.105, ...``."""
+    lines = []
+    for a, change in attribute_change.items():
+        order = np.argsort(-np.asarray(change), kind="stable")[:top]
+        lines.append(f"attribute #{a + 1}: moves " + ", ".join(f"{factor_names[j]} {change[j]:.3f}" for j in order))
+    return lines
