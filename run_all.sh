@@ -6,6 +6,9 @@
 #   bash run_all.sh --profile quick          # minutes: what CI runs
 #   bash run_all.sh --profile paper-afhq --data-root /data   # real data, a GPU
 #   bash run_all.sh --retrain                # train every network here instead of using weights/
+#   bash run_all.sh --profile custom --name mine --data-root my_images [--classifier pkg.mod:make ...]
+#                                            # your own images (and classifier): every option run_all.sh
+#                                            # does not know goes to `python -m repro custom` (its --help)
 #   options: --force (retrain / recompute every stage), --device cpu|cuda, --only 03 (one notebook),
 #            --no-setup (use the current environment as it is), --retrain (see below)
 #
@@ -20,7 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-profile=default data_root="" force=False device=auto only="" setup=1 retrain=0
+profile=default data_root="" force=False device=auto only="" setup=1 retrain=0 custom_name=""
+custom_args=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
@@ -30,10 +34,17 @@ while [[ $# -gt 0 ]]; do
         --force) force=True; shift ;;
         --retrain) retrain=1; shift ;;
         --no-setup) setup=0; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --name) custom_name="$2"; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --*) custom_args+=("$1"); shift  # an option of `python -m repro custom`, with its values
+             while [[ $# -gt 0 && $1 != --* ]]; do custom_args+=("$1"); shift; done ;;
         *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [[ $profile != custom && ( ${#custom_args[@]} -gt 0 || -n $custom_name ) ]]; then
+    echo "run_all.sh: ${custom_args[*]:-} ${custom_name:+--name $custom_name} are options of --profile custom (or unknown; see --help)" >&2
+    exit 2
+fi
 
 setup_seconds="not run (--no-setup)"
 if [[ $setup == 1 ]]; then
@@ -42,6 +53,11 @@ if [[ $setup == 1 ]]; then
     repro_ensure_env
     setup_seconds="$((SECONDS - t0))"
     echo "[setup] ${setup_seconds} s"
+fi
+if [[ $profile == custom ]]; then
+    # Your own folder (and classifier): check every input, then save the profile as runs/<name>/config.json.
+    profile="${custom_name:-custom}"
+    python -m repro custom --name "$profile" ${data_root:+--data-root "$data_root"} "${custom_args[@]}" --no-progress || exit 2
 fi
 python -c "from repro.config import get_profile; get_profile('$profile')" || exit 2
 

@@ -45,7 +45,7 @@ from IPython.display import Image, Markdown, display
 
 from repro import attribute_figures as af
 from repro import fidelity, report
-from repro.explain import explain_model
+from repro.explain import explain_classes, explain_model, explanation_class_names
 from repro.explorer import explorer
 from repro.utils import pick_device, timed
 
@@ -58,19 +58,20 @@ TOP = 4  # attributes per figure, as the report's Figures 4, 5 and 9
 # %% [markdown]
 # ## Explanations
 # One per model: AttFind on the AttFind images, flip rates on disjoint held-out images
-# (cached in each run directory as `explain.json`; recomputed when the weights change).
+# (cached in each run directory as `explain.json`; recomputed when the weights change). A task of
+# K > 2 classes (your own folder) has one explanation per class, one-vs-rest, labelled `<task>-<class>`.
 
 # %%
 explanations, names = {}, {}
 with timed() as t_explain:
     for t in P.tasks:
-        names[t.name] = report.class_names(t.stylex_data)
         for mode in t.modes:
-            exp = explain_model(P, t, mode, device=ctx.device, force=ctx.force)
-            explanations[(t.name, mode)] = exp
-            rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f}" for m, r in exp.results["methods"].items())
-            print(f"{t.name}/{mode}: flip rate at k={P.eval.k}: {rates}; base classes of the AttFind images "
-                  f"{exp.results['base_class_counts']}")
+            for label, exp in explain_classes(P, t, mode, device=ctx.device, force=ctx.force).items():
+                names[label] = explanation_class_names(exp, t)
+                explanations[(label, mode)] = exp
+                rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f}" for m, r in exp.results["methods"].items())
+                print(f"{label}/{mode}: flip rate at k={P.eval.k}: {rates}; base classes of the AttFind images "
+                      f"{exp.results['base_class_counts']}")
 print(f"{len(explanations)} models explained in {t_explain['seconds']:.0f} s")
 
 # %% [markdown]

@@ -53,7 +53,7 @@ import time
 from IPython.display import Markdown, display
 
 from repro import report, userstudy
-from repro.explain import explain_model
+from repro.explain import explain_classes
 from repro.groundtruth import CYCLIC, MIN_CHANGE, load_or_train_probe
 from repro.utils import pick_device
 
@@ -75,19 +75,20 @@ print(f"profile {P.name}: tasks {[t.name for t in tasks]}; design {DESIGN}")
 # %%
 studies = {}
 for t in tasks:
-    start = time.perf_counter()
-    exp = explain_model(P, t, "stylex", device=ctx.device)
-    folder = ctx.figures / "user_study" / t.name
-    manifest = userstudy.make_questionnaire(exp, folder, **DESIGN,
-                                            meta={"profile": P.name, "task": t.name, "mode": "stylex"})
-    page = userstudy.export_html(folder, title=f"Which change is the same? ({t.name})")
-    size = sum(f.stat().st_size for f in (folder / "gifs").glob("*.gif"))
-    studies[t.name] = (exp, folder, manifest)
-    attrs = ", ".join(f"#{a['rank']} s{a['index']} (L{a['layer']}c{a['channel']}, {'max' if a['direction'] else 'min'})"
-                      for a in manifest["attributes"])
-    print(f"{t.name}: questionnaire {manifest['id']}, {len(manifest['questions'])} questions, "
-          f"GIFs {size / 1e3:.0f} kB, page {page.stat().st_size / 1e3:.0f} kB, {time.perf_counter() - start:.1f} s")
-    print(f"  attributes: {attrs}")
+    # one questionnaire per task, or per class (one-vs-rest, "<task>-<class>") of a task of K > 2 classes
+    for name, exp in explain_classes(P, t, "stylex", device=ctx.device).items():
+        start = time.perf_counter()
+        folder = ctx.figures / "user_study" / name
+        manifest = userstudy.make_questionnaire(exp, folder, **DESIGN,
+                                                meta={"profile": P.name, "task": name, "mode": "stylex"})
+        page = userstudy.export_html(folder, title=f"Which change is the same? ({name})")
+        size = sum(f.stat().st_size for f in (folder / "gifs").glob("*.gif"))
+        studies[name] = (exp, folder, manifest)
+        attrs = ", ".join(f"#{a['rank']} s{a['index']} (L{a['layer']}c{a['channel']}, {'max' if a['direction'] else 'min'})"
+                          for a in manifest["attributes"])
+        print(f"{name}: questionnaire {manifest['id']}, {len(manifest['questions'])} questions, "
+              f"GIFs {size / 1e3:.0f} kB, page {page.stat().st_size / 1e3:.0f} kB, {time.perf_counter() - start:.1f} s")
+        print(f"  attributes: {attrs}")
 
 # %% [markdown]
 # A question as a still picture (top row of each panel: unedited; bottom: fully edited; the

@@ -11,14 +11,17 @@ import json
 import sys
 from typing import Callable
 
-from repro.config import MODES, PRECISIONS, PROFILES, get_profile, to_dict
+from repro.config import MODES, PRECISIONS, PROFILES, RESOLUTIONS, get_profile, to_dict
+
+PROFILE_HELP = (f"named settings: {', '.join(PROFILES)}, or the name of a custom profile made by "
+                f"`python -m repro custom` (default: %(default)s)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
-    p.add_argument("--profile", default="default", choices=list(PROFILES),
-                   help="named settings (default: %(default)s)")
+    p.add_argument("--profile", default="default", help=PROFILE_HELP)
     p.add_argument("--data-root", default=None,
-                   help="folder holding afhq/, celeba/, ffhq/ for the paper profiles")
+                   help="folder holding afhq/, celeba/, ffhq/ for the paper profiles (a custom profile "
+                        "keeps the folder it was made with)")
     p.add_argument("--run-root", default=None, help="where runs are written (default: runs/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     if task:
@@ -35,13 +38,56 @@ def _tasks(args: argparse.Namespace):
 
 def cmd_profiles(args: argparse.Namespace) -> None:
     if args.show:
-        print(json.dumps(to_dict(get_profile(args.show)), indent=2))
+        print(json.dumps(to_dict(get_profile(args.show, run_root=args.run_root)), indent=2))
         return
     for name, build in PROFILES.items():
         profile = build()
         tasks = ", ".join(f"{t.name} [{' '.join(t.modes)}]" for t in profile.tasks)
         print(f"{name:11s} {profile.tasks[0].stylex_data.resolution}px, {profile.stylex.channels} channels, "
               f"{profile.stylex.iterations} iterations; tasks: {tasks}")
+
+
+def cmd_custom(args: argparse.Namespace) -> None:
+    from repro.config import config_diff, custom_profile, custom_profile_path, save_profile
+    from repro.user_classifier import check_inputs
+    from repro.utils import write_atomic
+
+    if args.data_root is None:
+        raise ValueError("give --data-root DIR: your image folder, DIR/{train,val,test}/<class>/* or DIR/<class>/*")
+    profile = custom_profile(
+        args.data_root, name=args.name, task=args.task, resolution=args.resolution, channels=args.channels,
+        iterations=args.iterations, batch_size=args.batch_size, latent_dim=args.latent_dim, modes=args.modes,
+        seeds=args.seeds, split_seed=args.split_seed, epochs=args.epochs, classifier=args.classifier,
+        classifier_weights=args.classifier_weights, classifier_size=args.classifier_size,
+        classifier_mean=args.classifier_mean, classifier_std=args.classifier_std,
+        attfind_images=args.attfind_images, k=args.k, repeats=args.repeats,
+        images_per_repeat=args.images_per_repeat, run_root=args.run_root or "runs")
+    saved = custom_profile_path(profile.name, profile.run_root)
+    if saved.is_file():  # models already trained there were trained on its images: never mix them up
+        before = json.loads(saved.read_text())
+        old_tasks = {t.get("name"): t.get("stylex_data") for t in before.get("tasks") or []}
+        diffs = [d for t in profile.tasks for d in config_diff(old_tasks.get(t.name) or {"task": None},
+                                                               to_dict(t.stylex_data), f"{t.name}.data.")]
+        if diffs:
+            changes = "; ".join(d.replace(": expected ", ": saved ").replace(", found ", ", now ") for d in diffs)
+            raise ValueError(f"profile {profile.name!r} in {saved.parent} was made for other images ({changes}); "
+                             f"give another --name, or delete {saved.parent} first")
+    summary = check_inputs(profile, progress=not args.no_progress)  # before anything is saved or trained
+    path = save_profile(profile)
+    write_atomic(path.parent / "inputs.json", json.dumps(summary, indent=2) + "\n")
+    for task, entry in summary.items():
+        counts = "; ".join(f"{split} " + ", ".join(f"{c} {n}" for c, n in per.items())
+                           for split, per in entry["images"].items())
+        print(f"{task}: {len(entry['classes'])} classes ({', '.join(entry['classes'])}); images: {counts}; "
+              f"split: {entry['split']}")
+        for note in entry["left_out"]:
+            print(f"{task}: {note}")
+        if "classifier" in entry:
+            print(f"{task}: your classifier {profile.classifier.source} passed the checks on "
+                  f"{entry['classifier']['images']} validation images (shape, finite, deterministic)")
+    who = "your classifier" if profile.classifier.source else "a MobileNetV2 trained on your images"
+    print(f"profile {profile.name!r} ({who}) -> {path}; next: bash run_all.sh --profile {profile.name} "
+          f"(or python -m repro train-classifier / train-observer / train-stylex / explain --profile {profile.name})")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
@@ -84,25 +130,27 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from repro.explain import explain_model
+    from repro.explain import explain_classes
 
     profile, tasks = _tasks(args)
     for task in tasks:
         for mode in ([args.mode] if args.mode else task.modes):
-            exp = explain_model(profile, task, mode, device=args.device, force=args.force,
-                                progress=not args.no_progress)
-            rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
-                              for m, r in exp.results["methods"].items())
-            print(f"{task.name}/{mode}: flip rate at k={profile.eval.k}: {rates}")
-            obs = exp.results.get("observer") or {}
-            if obs.get("available"):
-                second = ", ".join(f"{m} {r['observer']['flip_Cprime']:.3f} (C {r['observer']['flip_C_agreed']:.3f}, "
-                                   f"{r['observer']['pixel_max_255']:.1f}/255 max)"
-                                   for m, r in exp.results["methods"].items()
-                                   if r.get("observer", {}).get("flip_Cprime") is not None)
-                print(f"{task.name}/{mode}: second observer flip rate among agreed images: {second}")
-            elif obs.get("note"):
-                print(f"{task.name}/{mode}: {obs['note']}")
+            for exp in explain_classes(profile, task, mode, device=args.device, force=args.force,
+                                       progress=not args.no_progress).values():
+                target = exp.results.get("class_names")
+                name = f"{task.name}/{mode}" + (f" class {target[1]} vs rest" if target else "")
+                rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
+                                  for m, r in exp.results["methods"].items())
+                print(f"{name}: flip rate at k={profile.eval.k}: {rates}")
+                obs = exp.results.get("observer") or {}
+                if obs.get("available"):
+                    second = ", ".join(f"{m} {r['observer']['flip_Cprime']:.3f} (C {r['observer']['flip_C_agreed']:.3f}, "
+                                       f"{r['observer']['pixel_max_255']:.1f}/255 max)"
+                                       for m, r in exp.results["methods"].items()
+                                       if r.get("observer", {}).get("flip_Cprime") is not None)
+                    print(f"{name}: second observer flip rate among agreed images: {second}")
+                elif obs.get("note"):
+                    print(f"{name}: {obs['note']}")
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
@@ -177,6 +225,8 @@ def cmd_readme(args: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "profiles": (cmd_profiles, "list the named profiles, or print one as JSON"),
+    "custom": (cmd_custom, "make a custom profile of your own image folder (and your own classifier), checking "
+                           "every input before anything is trained; saved as runs/<name>/config.json"),
     "train-classifier": (cmd_train_classifier, "train the MobileNetV2 classifier of each task"),
     "train-observer": (cmd_train_observer, "train the second observer C' of each task (another architecture "
                                            "and seed; used only to check explanations)"),
@@ -192,6 +242,43 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
 }
 
 
+def _add_custom(p: argparse.ArgumentParser) -> None:
+    """The flags of ``custom`` (``repro.config.custom_profile`` documents each)."""
+    p.add_argument("--data-root", default=None, help="your image folder: DIR/{train,val,test}/<class>/* or "
+                                                     "DIR/<class>/* (2 or more classes, images of any size)")
+    p.add_argument("--name", default="custom", help="the profile's name and run folder runs/<name>/ (default: %(default)s)")
+    p.add_argument("--task", default=None, help="the task's name (default: the folder's name)")
+    p.add_argument("--run-root", default=None, help="where runs are written (default: runs/)")
+    p.add_argument("--resolution", type=int, default=64, choices=list(RESOLUTIONS),
+                   help="images are resized and centre-cropped to this square size (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the 80/10/10 split of a folder without train/val/test (default: %(default)s)")
+    p.add_argument("--classifier", default=None,
+                   help="your classifier: a torch.export program (.pt2) or package.module:factory returning an "
+                        "nn.Module (default: train a MobileNetV2 on your images)")
+    p.add_argument("--classifier-weights", default=None, help="a state_dict file for --classifier (weights_only)")
+    p.add_argument("--classifier-size", type=int, default=None,
+                   help="the square input size your classifier was trained on (default: --resolution)")
+    p.add_argument("--classifier-mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="its input normalisation mean, for pixels in [0, 1] (default: it takes [-1, 1])")
+    p.add_argument("--classifier-std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="its input normalisation std, for pixels in [0, 1]")
+    p.add_argument("--epochs", type=int, default=8, help="MobileNetV2 and observer epochs (default: %(default)s)")
+    p.add_argument("--channels", type=int, default=64, help="StylEx network width (default: %(default)s)")
+    p.add_argument("--latent-dim", type=int, default=512, help="encoder output size (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=1500, help="StylEx training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="StylEx batch (default: %(default)s)")
+    p.add_argument("--modes", nargs="+", default=["stylex", "stylegan2"], choices=list(MODES),
+                   help="models to train (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="StylEx training seeds (default: %(default)s)")
+    p.add_argument("--attfind-images", type=int, default=32, help="images AttFind runs on (default: %(default)s)")
+    p.add_argument("--k", type=int, default=10, help="coordinates edited for the flip rate (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="flip-rate repeats (default: %(default)s)")
+    p.add_argument("--images-per-repeat", type=int, default=80,
+                   help="held-out images per flip-rate repeat (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m repro", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
@@ -199,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         if name == "profiles":
-            p.add_argument("--show", default=None, choices=list(PROFILES), help="print one profile as JSON")
+            p.add_argument("--show", default=None, help="print one profile (built-in or custom) as JSON")
+            p.add_argument("--run-root", default=None, help="where custom profiles are saved (default: runs/)")
+        elif name == "custom":
+            _add_custom(p)
         elif name == "readme":
             p.add_argument("--readme", default="README.md")
             p.add_argument("--figures", default="figures")
@@ -210,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--nrow", type=int, default=8, help="faces per row")
             p.add_argument("--out", default="synthetic_faces.png", help="output PNG")
         elif name in ("ship-weights", "install-weights"):
-            p.add_argument("--profile", default="default", choices=list(PROFILES),
-                           help="named settings (default: %(default)s)")
+            p.add_argument("--profile", default="default", help=PROFILE_HELP)
             p.add_argument("--data-root", default=None, help="folder holding afhq/, celeba/, ffhq/ (paper profiles)")
             p.add_argument("--run-root", default=None, help="where runs are (default: runs/)")
             p.add_argument("--weights-root", default="weights", help="shipped weights folder (default: %(default)s)")
@@ -253,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints ``error: <message>`` (no traceback) and returns 2.
 
-    User errors: ``ValueError`` (bad names and values; ``repro.data.real.DataError`` is one),
+    User errors: ``ValueError`` (bad names and values; ``repro.data.real.DataError`` and
+    ``repro.user_classifier.ClassifierError`` are ones),
     ``OSError`` (missing files, unwritable or full run directories, ``FileExistsError``),
     ``repro.checkpoint.CheckpointError``, and the training faults ``NonFiniteError``,
     ``PrecisionMismatch`` and the classifier's ``FloatingPointError`` (their messages say what

@@ -1,4 +1,5 @@
-"""The classifier StylEx explains: torchvision MobileNetV2, two classes, trained from scratch.
+"""The classifier StylEx explains: torchvision MobileNetV2, one output per class, trained from scratch,
+or your own classifier imported by the same stage (``ClassifierConfig.source``, ``repro.user_classifier``).
 
 The same stage trains the second observer C' (``repro.observer``): ``ClassifierConfig.arch``
 picks the architecture (``repro.networks.build_classifier``), ``ClassifierConfig.seed`` its
@@ -11,12 +12,19 @@ stage protocol of ``repro.stage``: a finished run (``classifier.pt`` and ``metri
 the same configuration is reused unless ``force=True``. After every epoch the whole training state (weights, Adam,
 learning-rate schedule, RNG states, history) goes to ``epoch.pt``, atomically, so a crashed or
 killed run resumes at the next epoch, bit for bit, when the same command runs again.
+
+With ``ClassifierConfig.source`` nothing is trained: the stage imports your classifier, checks it
+on your validation images (``repro.user_classifier.check_classifier``), measures it on your
+held-out splits and writes the same files (``classifier.pt`` holds its weights behind the input
+adapter; its configuration records the source and a hash of its files, so a changed file is
+imported again).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ from torch import nn
 
 from repro.checkpoint import load_checkpoint, save_checkpoint
 from repro.config import SPLITS, ClassifierConfig, DataConfig, to_dict
-from repro.data import ImageSet, check_root, load_split
+from repro.data import ImageSet, check_root, class_names, load_split
 from repro.networks import build_classifier
 from repro.stage import StageDir
 from repro.utils import pick_device, seed_everything, tqdm, write_atomic
@@ -59,7 +67,7 @@ class ClassifierRun:
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: ImageSet | torch.Tensor, *, batch_size: int = 512,
                    device: torch.device | None = None) -> torch.Tensor:
-    """Logits [N, 2] (on CPU) of every image of an ImageSet or a float tensor in [-1, 1]."""
+    """Logits [N, K] (on CPU) of every image of an ImageSet or a float tensor in [-1, 1]."""
     device = device or next(model.parameters()).device
     model.eval()
     n = len(images)
@@ -82,9 +90,10 @@ def evaluate(model: nn.Module, images: ImageSet, **kwargs) -> dict[str, Any]:
     """Accuracy and confusion matrix on a labelled set."""
     if (images.labels < 0).any():
         raise ValueError(f"{images.name} has no labels; evaluate the classifier on a labelled split")
-    preds = predict_logits(model, images, **kwargs).argmax(1)
+    logits = predict_logits(model, images, **kwargs)
+    preds = logits.argmax(1)
     return {"accuracy": (preds == images.labels).float().mean().item(),
-            "confusion": confusion_matrix(images.labels, preds), "n": len(images)}
+            "confusion": confusion_matrix(images.labels, preds, logits.shape[1]), "n": len(images)}
 
 
 def shortcut_accuracy(model: nn.Module, images: ImageSet, task: str, **kwargs) -> dict[str, Any]:
@@ -112,12 +121,16 @@ def run_config(data: DataConfig, config: ClassifierConfig) -> dict[str, Any]:
     """The configuration a classifier run records (``config.json`` and every checkpoint) and is
     reused or resumed only with.
 
-    ``arch`` is recorded only when it is not MobileNetV2, so runs written before the
-    architecture choice existed (all MobileNetV2) stay valid.
+    ``arch`` is recorded only when it is not MobileNetV2, and your own classifier's fields
+    (``source``, ``weights``, ``input_size``, ``mean``, ``std``) only when set, so runs written before
+    those choices existed stay valid.
     """
     classifier = to_dict(config)
     if classifier.get("arch") == DEFAULT_ARCH:
         del classifier["arch"]
+    for key in ("source", "weights", "input_size", "mean", "std"):  # your own classifier's, when given
+        if classifier.get(key) is None:
+            classifier.pop(key, None)
     return {"data": to_dict(data), "classifier": classifier}
 
 
@@ -140,6 +153,8 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                          f"data set (for the age task, CelebA; FFHQ is only for StylEx)")
     dev = pick_device(device)
     full_config = run_config(data, config)
+    if config.source is not None:
+        return _import_classifier(data, config, run_dir, full_config, dev, force=force, progress=progress)
     stage = StageDir(run_dir, CHECKPOINT, full_config, requires=(METRICS,))
     done = stage.reuse(lambda: load_classifier(run_dir, device=dev, expected_config=full_config), force=force)
     if done is not None:
@@ -155,7 +170,8 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                              f"(for the age task, CelebA; FFHQ is only for StylEx)")
     if dev.type == "cuda":  # the whole uint8 training set on the GPU: a batch is an index away
         train = train.to(dev)
-    model = build_classifier(2, config.arch).to(dev).to(memory_format=torch.channels_last)
+    num_classes = len(class_names(data))
+    model = build_classifier(num_classes, config.arch).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
@@ -215,22 +231,68 @@ def train_classifier(data: DataConfig, config: ClassifierConfig, run_dir: str | 
                "train_seconds": time.perf_counter() - start, "device": str(dev),
                "epochs": config.epochs, "n_train": len(train), "resumed_after_epoch": first_epoch,
                "arch": config.arch, "seed": config.seed}
-    save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config})
+    save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config,
+                                           **({} if num_classes == 2 else {"num_classes": num_classes})})
     write_atomic(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history))
     write_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")  # with classifier.pt: finished
     (run_dir / EPOCH_CHECKPOINT).unlink(missing_ok=True)  # finished: classifier.pt is the result
     return ClassifierRun(model, metrics, history, run_dir)
 
 
+def _import_classifier(data: DataConfig, config: ClassifierConfig, run_dir: Path, full_config: dict[str, Any],
+                       dev: torch.device, *, force: bool, progress: bool | None) -> ClassifierRun:
+    """The classifier stage for your own classifier: import, check, measure, record (module docstring)."""
+    from repro.user_classifier import check_classifier, fingerprint, load_user_classifier
+
+    full_config["classifier"]["files_sha256"] = fingerprint(config)
+    stage = StageDir(run_dir, CHECKPOINT, full_config, requires=(METRICS,))
+    done = stage.reuse(lambda: load_classifier(run_dir, device=dev, expected_config=full_config), force=force,
+                       again="importing it again")
+    if done is not None:
+        return done
+    check_root(data)
+    stage.begin()
+    start = time.perf_counter()
+    names = class_names(data)
+    train, val, test = (load_split(data, s, progress=progress) for s in SPLITS)
+    model = load_user_classifier(config)
+    check = check_classifier(model, val.batch(slice(0, 16)), names, config.source)
+    model.to(dev).requires_grad_(False)
+    metrics = {"task": data.task, "test": evaluate(model, test), "val": evaluate(model, val),
+               "train_seconds": 0.0, "import_seconds": time.perf_counter() - start, "device": str(dev),
+               "epochs": 0, "n_train": len(train), "resumed_after_epoch": 0, "arch": f"yours ({config.source})",
+               "seed": None, "source": config.source, "class_names": list(names), "check": check}
+    chance = 1.0 / len(names)
+    if metrics["test"]["accuracy"] < chance + 0.1 * (1.0 - chance):  # near chance: a likely mix-up
+        warnings.warn(f"your classifier {config.source} is right on only {metrics['test']['accuracy']:.1%} of your "
+                      f"test images (chance: {chance:.1%}); check that its outputs follow the sorted class folders "
+                      f"({', '.join(names)}) and that --classifier-size/--classifier-mean/--classifier-std are the "
+                      f"ones it was trained with")
+    save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "config": full_config,
+                                           **({} if len(names) == 2 else {"num_classes": len(names)})})
+    write_atomic(run_dir / HISTORY, "")
+    write_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")  # with classifier.pt: finished
+    return ClassifierRun(model.eval(), metrics, [], run_dir)
+
+
 def load_classifier(run_dir: str | Path, *, device: str | torch.device = "cpu",
                     expected_config: dict[str, Any] | None = None) -> ClassifierRun:
-    """Load a trained classifier (eval mode, gradients off) and its recorded metrics.
+    """Load a trained (or imported) classifier (eval mode, gradients off) and its recorded metrics.
 
-    The architecture is the one its checkpoint's configuration records (:func:`run_arch`).
+    The architecture is the one its checkpoint's configuration records (:func:`run_arch`), or your
+    own classifier's source behind its input adapter (``repro.user_classifier``), with the weights
+    the checkpoint holds.
     """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir / CHECKPOINT, expected_config=expected_config)
-    model = build_classifier(2, run_arch(state.get("config")))
+    recorded = (state.get("config") or {}).get("classifier") or {}
+    if recorded.get("source") is not None:
+        from repro.user_classifier import load_user_classifier
+
+        fields = {k: recorded.get(k) for k in ("source", "weights", "input_size", "mean", "std")}
+        model = load_user_classifier(ClassifierConfig(**fields), weights=False)
+    else:
+        model = build_classifier(int(state.get("num_classes", 2)), run_arch(state.get("config")))
     model.load_state_dict(state["model"])
     model.to(device).eval().requires_grad_(False)
     metrics = json.loads((run_dir / METRICS).read_text())

@@ -10,13 +10,18 @@ Profiles:
     default     the embedded synthetic data set at 32 px; the whole report on a 2-core CPU.
     paper-afhq  the replication's 64 px AFHQ cat-vs-dog setting, real data, for a GPU.
     paper-ffhq  the replication's 64 px FFHQ age setting (classifier trained on CelebA), for a GPU.
+    custom      your own image folder and (optionally) your own classifier: :func:`custom_profile`
+                builds it from the command line's flags (``python -m repro custom``) and saves it as
+                ``runs/<name>/config.json``; :func:`get_profile` finds it there by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ MODES = ("stylex", "stylex-alt", "stylegan2")
 # the second observer C' (``Profile.observer``) is another one, see ``repro.observer``.
 CLASSIFIER_ARCHS = ("mobilenet_v2", "cnn", "resnet18")
 DATASETS = ("synthetic", "afhq", "celeba", "ffhq", "folder")
+RESOLUTIONS = (32, 64, 128, 256)  # what the generator builds (a power of two, 32..256)
 SPLITS = ("train", "val", "test")  # every data set's splits, disjoint
 
 
@@ -85,6 +91,13 @@ class ClassifierConfig:
         weight_decay: Adam weight decay.
         hflip: random horizontal flips as augmentation.
         seed: initialisation and shuffling seed.
+        source: None (train ``arch`` from scratch), or your own classifier: a ``torch.export``
+            program file (``.pt2``) or ``package.module:factory`` returning an ``nn.Module``
+            (``repro.user_classifier``); nothing is trained then.
+        weights: a state_dict file loaded (``weights_only``) into ``source``'s module.
+        input_size: the square input size ``source`` was trained on (None: the data's resolution).
+        mean / std: the per-channel normalisation ``source`` was trained with, on pixels in [0, 1]
+            (None: it takes images in [-1, 1], as this project's classifiers do).
     """
 
     epochs: int = 4
@@ -94,12 +107,39 @@ class ClassifierConfig:
     hflip: bool = True
     seed: int = 0
     arch: str = "mobilenet_v2"
+    source: str | None = None
+    weights: str | None = None
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         _require_positive(self, "epochs", "batch_size")
         if self.arch not in CLASSIFIER_ARCHS:
             raise ValueError(f"ClassifierConfig.arch {self.arch!r} is unknown; choose one of: "
                              f"{', '.join(CLASSIFIER_ARCHS)}")
+        if self.source is None and (self.weights, self.input_size, self.mean, self.std) != (None,) * 4:
+            raise ValueError("--classifier-weights, --classifier-size, --classifier-mean and --classifier-std "
+                             "describe your own classifier: give --classifier as well (or leave them out)")
+        if self.input_size is not None and (isinstance(self.input_size, bool)
+                                            or not isinstance(self.input_size, numbers.Integral)
+                                            or not 8 <= self.input_size <= 1024):
+            raise ValueError(f"--classifier-size must be the classifier's square input size in pixels (8..1024), "
+                             f"got {self.input_size!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both --classifier-mean and --classifier-std (three numbers each, for pixels "
+                             "in [0, 1], e.g. ImageNet's 0.485 0.456 0.406 and 0.229 0.224 0.225), or neither")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(value)
+            if len(value) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in value):
+                raise ValueError(f"--classifier-{name} must be three finite numbers (R G B, for pixels in "
+                                 f"[0, 1]), got {list(value)}")
+            if name == "std" and min(value) <= 0:
+                raise ValueError(f"--classifier-std must be three positive numbers, got {list(value)}")
+            setattr(self, name, value)
 
 
 @dataclass
@@ -364,10 +404,104 @@ PROFILES: dict[str, typing.Callable[[], Profile]] = {
 }
 
 
+CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _custom_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not CUSTOM_NAME.fullmatch(name) or name in PROFILES:
+        reserved = f"; {name!r} is a built-in profile" if name in PROFILES else ""
+        raise ValueError(f"{what} {name!r} is not usable{reserved}: give 1-64 letters, digits, '_', '-' or '.', "
+                         f"starting with a letter or digit, other than {', '.join(PROFILES)}")
+    return name
+
+
+def custom_profile(data_root: str | Path, *, name: str = "custom", task: str | None = None, resolution: int = 64,
+                   channels: int = 64, iterations: int = 1500, batch_size: int = 16, latent_dim: int = 512,
+                   modes: typing.Sequence[str] = ("stylex", "stylegan2"), seeds: typing.Sequence[int] = (0,),
+                   split_seed: int = 0, epochs: int = 8, classifier: str | None = None,
+                   classifier_weights: str | None = None, classifier_size: int | None = None,
+                   classifier_mean: typing.Sequence[float] | None = None,
+                   classifier_std: typing.Sequence[float] | None = None,
+                   attfind_images: int = 32, k: int = 10, repeats: int = 5, images_per_repeat: int = 80,
+                   run_root: str = "runs") -> Profile:
+    """The ``custom`` profile: your image folder (``dataset="folder"``), your classifier or a trained
+    MobileNetV2, and the default profile's StylEx recipe at your sizes.
+
+    ``data_root`` is ``DIR/{train,val,test}/<class>/*`` or ``DIR/<class>/*`` (then split 80/10/10 by a
+    hash of each file name seeded by ``split_seed``, recorded as ``DataConfig.seed``). ``name`` names
+    the profile and its run folder ``runs/<name>/``; ``task`` its one task (default: the folder's
+    name). The recipe is the default profile's (``repro.ablation`` row ``r1-0.2``) with R1 gamma
+    scaled by resolution squared, as stylegan2-ada's rule scales it (0.2 at 32 px). The data and
+    the classifier are checked by ``repro.user_classifier.check_inputs``, not here.
+    """
+    name = _custom_name(name, "profile name")
+    root = Path(data_root).expanduser().resolve()
+    task = _custom_name(task or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "images", "task name")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))} (the generator doubles "
+                         f"its size from 4 px), got {resolution!r}; images are resized and centre-cropped to it")
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} in --modes; choose from: {', '.join(MODES)}")
+    if not modes or "stylex" not in modes:
+        raise ValueError(f"--modes must include stylex (the model that explains the classifier), got {list(modes)}")
+    data = DataConfig(dataset="folder", task=task, root=str(root), resolution=resolution, seed=split_seed)
+    source = None if classifier is None else str(classifier)
+    if source is not None and source.endswith(".pt2"):
+        source = str(Path(source).expanduser().resolve())
+    weights = None if classifier_weights is None else str(Path(classifier_weights).expanduser().resolve())
+    clf = ClassifierConfig(epochs=epochs, batch_size=64, source=source, weights=weights, input_size=classifier_size,
+                           mean=None if classifier_mean is None else tuple(classifier_mean),
+                           std=None if classifier_std is None else tuple(classifier_std))
+    gamma = 0.2 * (resolution / 32) ** 2
+    stylex = StylExConfig(channels=channels, latent_dim=latent_dim, batch_size=batch_size, iterations=iterations,
+                          seed=seeds[0], mapping_layers=2,
+                          log_every=max(1, min(10, iterations // 4)), sample_every=max(1, min(200, iterations // 2)),
+                          checkpoint_every=max(1, min(100, iterations // 2)),
+                          losses=LossWeights(lpips=0.0, img_l1=5.0, r1_gamma=gamma, pl_weight=0.0))
+    return Profile(name=name, tasks=[TaskConfig(task, data, data, list(modes))], classifier=clf,
+                   observer=ClassifierConfig(arch="cnn", epochs=epochs, batch_size=64, seed=1), stylex=stylex,
+                   eval=EvalConfig(attfind_images=attfind_images, k=k, k_max=max(k, 2 * k), repeats=repeats,
+                                   images_per_repeat=images_per_repeat, wu_images=1000),
+                   run_root=str(run_root), seeds=list(seeds))
+
+
+def custom_profile_path(name: str, run_root: str | Path | None = None) -> Path:
+    """Where a custom profile is saved: ``<run_root>/<name>/config.json``."""
+    return Path(run_root or "runs") / name / "config.json"
+
+
+def save_profile(profile: Profile) -> Path:
+    """Write a (custom) profile to ``<run_root>/<name>/config.json``, where :func:`get_profile` finds it."""
+    return save_config(profile, Path(profile.run_root) / profile.name)
+
+
 def get_profile(name: str, *, data_root: str | None = None, run_root: str | None = None) -> Profile:
-    """Build a named profile; ``data_root`` replaces the real-data roots, ``run_root`` the output folder."""
+    """Build a named profile; ``data_root`` replaces the real-data roots, ``run_root`` the output folder.
+
+    A name that is not a built-in profile is a custom profile saved by ``python -m repro custom``
+    (:func:`save_profile`): it is read from ``<run_root>/<name>/config.json``; its data root is
+    the one it was made with (a ``data_root`` naming another folder is refused).
+    """
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
+        path = custom_profile_path(name, run_root)
+        if not CUSTOM_NAME.fullmatch(name) or not path.is_file():
+            raise ValueError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}, or make a custom "
+                             f"profile of your own images first: python -m repro custom --name {name} --data-root DIR "
+                             f"(it is saved as {path})")
+        profile = from_dict(Profile, json.loads(path.read_text()))
+        if profile.name != name:
+            raise ValueError(f"{path} holds profile {profile.name!r}, not {name!r}; make it again with "
+                             f"python -m repro custom --name {name} --data-root DIR")
+        if data_root:
+            roots = {str(Path(t.classifier_data.root).resolve()) for t in profile.tasks}
+            if str(Path(data_root).expanduser().resolve()) not in roots:
+                raise ValueError(f"profile {name!r} was made for the images in {', '.join(sorted(roots))}, not "
+                                 f"{data_root}; leave --data-root out, or make the profile again with "
+                                 f"python -m repro custom --name {name} --data-root {data_root}")
+        if run_root is not None:
+            profile.run_root = run_root
+        return profile
     profile = PROFILES[name]()
     if data_root is not None:
         for task in profile.tasks:

@@ -106,7 +106,8 @@ def reconstruction_metrics(model: StylExModel, classifier: nn.Module, images: Im
 
     Returns (metrics, originals, reconstructions) where metrics has ``l1`` (mean absolute pixel
     error in [-1, 1] units), ``lpips`` (None when unavailable), ``agreement`` (share of images with
-    argmax C(x) == argmax C(G(E(x), C(x)))), ``mean_abs_delta_prob`` (mean |p1(x) - p1(G(x))|) and ``n``,
+    argmax C(x) == argmax C(G(E(x), C(x)))), ``mean_abs_delta_prob`` (mean |p1(x) - p1(G(x))|; with K > 2
+    classes the total variation of the two softmaxes) and ``n``,
     plus the classifier and second-observer accuracies of :func:`repro.observer.reconstruction_scores`
     (the ``*_Cprime`` ones None without an ``observer``). Reconstructions are clamped to [-1, 1]
     (as figures show them and AttFind classifies them) before every measure.
@@ -124,6 +125,8 @@ def reconstruction_metrics(model: StylExModel, classifier: nn.Module, images: Im
                         for i in range(0, len(x), batch_size)]).mean().item()
     metrics = {"n": len(x), "l1": (x - rec).abs().mean().item(), "lpips": lp,
                "agreement": (p_x.argmax(1) == p_rec.argmax(1)).float().mean().item(),
-               "mean_abs_delta_prob": (p_x[:, 1] - p_rec[:, 1]).abs().mean().item(),
+               # |p1(x) - p1(G(x))| of two classes; of K > 2, the total variation 0.5 sum_c |p_c(x) - p_c(G(x))|
+               "mean_abs_delta_prob": ((p_x[:, 1] - p_rec[:, 1]).abs() if p_x.shape[1] == 2
+                                       else 0.5 * (p_x - p_rec).abs().sum(1)).mean().item(),
                **reconstruction_scores(classifier, x, rec, lat.labels, observer, batch_size=batch_size)}
     return metrics, x.cpu(), rec.cpu()

@@ -22,6 +22,15 @@
 6. writes everything to ``explain.json`` in the model's run directory, the stage's completion
    marker (``repro.stage``; a crash mid-way leaves no such file, so the stage is redone). It is
    reused while the model, classifier and observer weights are the ones it was computed from.
+
+**K > 2 classes** (your own folder): each class ``c`` is explained one-vs-rest, as the authors'
+notebook's one-vs-all variant does: :class:`OneVsRest` turns C (and C') into the two-class
+decision "rest (0) vs c (1)" with logits ``[logsumexp of the other classes' logits, logit c]``
+(the softmax of that pair is exactly ``[1 - p_c, p_c]``), and the whole pipeline above runs on
+it, so AttFind selects coordinates per class and the flip rate is reported per target class (of
+the decision c vs rest) in ``<model>/class-<c>/explain.json``. The generator and the encoder
+still see the K-way softmax. :func:`explain_classes` runs every class (or, at K = 2, the
+paper's two-class explanation, unchanged).
 """
 
 from __future__ import annotations
@@ -32,13 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from repro.attfind import EffectResult, compute_effects, get_preset, run_attfind, screened_attfind
 from repro.baselines import mean_effects, random_attributes, wu_attributes, wu_images, wu_positive_threshold
 from repro.checkpoint import CheckpointError
 from repro.classifier import CHECKPOINT, load_classifier
 from repro.config import EvalConfig, Profile, TaskConfig
-from repro.data import load_split
+from repro.data import class_names, load_split
 from repro.evaluation import Latents, latents, render
 from repro.fliprate import EditRecorder, flip_rate_curve, load_results, save_results
 from repro.model import FINAL, StylExModel, load_stylex
@@ -83,6 +93,29 @@ class Explanation:
             self.targets = style_range(flatten_styles(self.attfind_set.styles(self.model)[0]))
 
 
+class OneVsRest(nn.Module):
+    """A K-class classifier as the two-class decision "rest (0) vs ``target`` (1)".
+
+    Logits ``[logsumexp_{j != target} l_j, l_target]``: their softmax is ``[1 - p_target, p_target]``
+    of the K-way softmax, so a flip of this decision is the K-way argmax entering or leaving
+    ``target``. Parameters: classifier (K outputs), target (its class index)."""
+
+    def __init__(self, classifier: nn.Module, target: int):
+        super().__init__()
+        self.classifier = classifier
+        self.target = int(target)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x)
+        others = torch.cat([logits[:, :self.target], logits[:, self.target + 1:]], dim=1)
+        return torch.stack([torch.logsumexp(others, dim=1), logits[:, self.target]], dim=1)
+
+
+def class_dir(run_dir: Path, target_class: int | None) -> Path:
+    """Where one class's explanation lives: the model's run directory (two classes), or ``class-<c>/`` in it."""
+    return run_dir if target_class is None else run_dir / f"class-{target_class}"
+
+
 def _fingerprint(*files: Path) -> str:
     """A hash of the weight files results were computed from, so a retrained model invalidates them."""
     digest = hashlib.sha256()
@@ -118,14 +151,17 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
 
 def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str = "auto", force: bool = False,
                   progress: bool | None = None, top_single: int = TOP_SINGLE, seed: int | None = None,
-                  run_dir: str | Path | None = None) -> Explanation:
+                  run_dir: str | Path | None = None, target_class: int | None = None) -> Explanation:
     """Run (or reuse) AttFind, the baselines and the flip rates of one trained model, with the second
     observer's verdict and the edit sizes (``top_single``: single top attributes measured alone).
 
     The model is ``profile.model_dir(task, mode, seed)`` (``seed`` None: the primary training
     seed), or the model in ``run_dir`` when given (e.g. an ablation row's).
     Results are reused when the model, classifier and observer weights are the ones they were
-    computed from (training C' later recomputes them, reusing the cached AttFind effects)."""
+    computed from (training C' later recomputes them, reusing the cached AttFind effects).
+
+    ``target_class``: with K > 2 classes, the class explained one-vs-rest (module docstring;
+    results in ``class-<c>/``); None (two classes) is the paper's explanation."""
     config = get_preset(profile.eval.attfind_preset)  # a bad name fails now, not after the effects
     dev = pick_device(device)
     run_dir = Path(run_dir) if run_dir is not None else profile.model_dir(task.name, mode, seed)
@@ -136,7 +172,13 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                                     f"--profile {profile.name} --task {task.name}` first (with the same --run-root)")
     model = load_stylex(run_dir, device=dev).model
     check_eval_config(profile.eval, model.generator.num_styles)
-    classifier = load_classifier(clf_dir, device=dev).model
+    full_classifier = load_classifier(clf_dir, device=dev).model
+    num_classes = len(class_names(task.stylex_data))
+    if (num_classes > 2) != (target_class is not None) or not 0 <= (target_class or 0) < num_classes:
+        raise ValueError(f"{task.name} has {num_classes} classes: give target_class " +
+                         (f"0..{num_classes - 1} (one-vs-rest; explain_classes runs them all)" if num_classes > 2
+                          else "None (the two-class explanation)") + f", not {target_class!r}")
+    classifier = full_classifier if target_class is None else OneVsRest(full_classifier, target_class)
     observer_run, observer_note = None, None
     try:
         observer_run = load_observer(profile, task, device=dev)
@@ -144,10 +186,17 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
             observer_note = missing_observer_note(profile, task)
     except CheckpointError as err:
         observer_note = f"the second observer in {observer_dir(profile, task)} was not used: {err}"
-    found, held_out = image_sets(model, classifier, task, profile)
+    observer = None if observer_run is None else (
+        observer_run.model if target_class is None else OneVsRest(observer_run.model, target_class))
+    found, held_out = image_sets(model, full_classifier, task, profile)  # w = [E(x), K-way softmax]
+    if target_class is not None and held_out.labels is not None:  # labels of the decision c vs rest
+        held_out.labels = torch.where(held_out.labels < 0, held_out.labels, (held_out.labels == target_class).long())
     G, ev = model.generator, profile.eval
+    model_dir, run_dir = run_dir, class_dir(run_dir, target_class)
 
-    stamp = _fingerprint(run_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
+    stamp = _fingerprint(model_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
+    if target_class is not None:
+        stamp = f"{stamp} one-vs-rest class={target_class}"
     if ev.attfind_screen is not None:  # screened effects depend on the share and the selection that verified them
         stamp = f"{stamp} screen={ev.attfind_screen} {ev.attfind_preset}"
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
@@ -189,7 +238,10 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     # rule), or, when no image passes it, Wu's own top 2% (recorded in wu_threshold_used).
     # mean_effect: AttFind's effect tensor on its own images, a diagnostic the ranking never reads.
     with timed() as t_wu:
-        wu_set = wu_images(model, classifier, task, ev)
+        wu_set = wu_images(model, full_classifier, task, ev)
+        if target_class is not None:  # the K-way softmax as the decision c vs rest: [1 - p_c, p_c]
+            p = wu_set.probs[:, target_class]
+            wu_set.probs = torch.stack([1.0 - p, p], dim=1)
         wu_threshold = wu_positive_threshold(wu_set.probs, ev.wu_threshold, target_class=0)
         wu = wu_attributes(wu_set.styles, wu_set.probs, target_class=0, k=ev.k_max, threshold=wu_threshold,
                            style_dims=G.style_dims, effect=effects.effect)
@@ -204,7 +256,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     e_conv, e_rgb = held_out.styles(model)
     methods: dict[str, Any] = {}
     ks = sorted(set(ev.curve_ks or range(1, ev.k_max + 1)) | {ev.k})
-    observers = [] if observer_run is None else [observer_run.model]
+    observers = [] if observer is None else [observer]
     t_single = 0.0
     with timed() as t_flip:
         for name, attributes in attrs.items():
@@ -227,8 +279,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     if held_out.images is not None:  # encoded real images: judge their reconstructions too
         with timed() as t_rec:
             rec = render(model, held_out).clamp(-1.0, 1.0)
-            reconstruction = reconstruction_scores(classifier, held_out.images, rec, held_out.labels,
-                                                   observer_run.model if observer_run is not None else None)
+            reconstruction = reconstruction_scores(classifier, held_out.images, rec, held_out.labels, observer)
     obs_cfg = profile.observer
     observer_info = {
         "available": observer_run is not None, "note": observer_note, "arch": obs_cfg.arch, "seed": obs_cfg.seed,
@@ -238,6 +289,9 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     }
     results = {
         "task": task.name, "mode": mode, "profile": profile.name, "fingerprint": stamp,
+        **({} if target_class is None else {"target_class": target_class,
+                                            "class_names": [f"not {class_names(task.stylex_data)[target_class]}",
+                                                            class_names(task.stylex_data)[target_class]]}),
         "attfind_images": {"n": len(found), "source": found.source},
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
@@ -257,3 +311,20 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     }
     save_results(run_dir / RESULTS, results)
     return Explanation(model, classifier, found, held_out, attrs, load_results(run_dir / RESULTS), (smin, smax))
+
+
+def explain_classes(profile: Profile, task: TaskConfig, mode: str, **kwargs: Any) -> dict[str, Explanation]:
+    """Every explanation of one model by label: ``{task: explain_model(...)}`` for two classes (the
+    paper's, unchanged), or ``{"<task>-<class>": explain_model(..., target_class=c)}`` for each of K > 2
+    classes (one-vs-rest; module docstring). The labels stand in for task names in the notebooks'
+    tables and figure file names. ``kwargs`` go to :func:`explain_model`."""
+    names = class_names(task.stylex_data)
+    if len(names) == 2:
+        return {task.name: explain_model(profile, task, mode, **kwargs)}
+    return {f"{task.name}-{name}": explain_model(profile, task, mode, target_class=c, **kwargs)
+            for c, name in enumerate(names)}
+
+
+def explanation_class_names(exp: Explanation, task: TaskConfig) -> tuple[str, str]:
+    """Names of the two sides of an explanation: the task's two classes, or ("not c", "c") one-vs-rest."""
+    return tuple(exp.results.get("class_names") or class_names(task.stylex_data))

@@ -40,6 +40,8 @@ class StylExArch:
         channels: uniform width of every network.
         latent_dim: encoder / mapping output size.
         mapping_layers: depth of the mapping network (a stylex model has none; see :attr:`keys`).
+        num_classes: K, the size of the classifier's softmax the generator is conditioned on (2: the
+            paper's two-class tasks; recorded only when it is not 2, so older checkpoints load as they were).
     """
 
     mode: str
@@ -47,20 +49,23 @@ class StylExArch:
     channels: int
     latent_dim: int = 512
     mapping_layers: int = 8
+    num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
 
     @classmethod
-    def of(cls, mode: str, resolution: int, config: StylExConfig) -> "StylExArch":
-        """The architecture a training config gives a model of ``mode`` at ``resolution``."""
-        return cls(mode, resolution, config.channels, config.latent_dim, config.mapping_layers)
+    def of(cls, mode: str, resolution: int, config: StylExConfig, num_classes: int = NUM_CLASSES) -> "StylExArch":
+        """The architecture a training config gives a model of ``mode`` at ``resolution`` for K classes."""
+        return cls(mode, resolution, config.channels, config.latent_dim, config.mapping_layers, num_classes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StylExArch":
-        """From a dict holding the fields (other keys, e.g. the rest of a run's config, are ignored)."""
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        """From a dict holding the fields (other keys, e.g. the rest of a run's config, are ignored;
+        a missing ``num_classes`` is 2)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)
+                      if f.name != "num_classes" or f.name in data})
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "StylExArch":
@@ -69,18 +74,23 @@ class StylExArch:
         return cls.from_dict(state["arch"] if "arch" in state else state["config"])
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``num_classes`` only when it is not 2 (what two-class checkpoints always held)."""
+        data = dataclasses.asdict(self)
+        if self.num_classes == NUM_CLASSES:
+            del data["num_classes"]
+        return data
 
     @property
     def keys(self) -> tuple[str, ...]:
         """The fields that shape a model of this mode: a stylex model has no mapping network, so its
-        depth is not one of them (a stylex checkpoint loads whatever mapping_layers the profile names)."""
-        return tuple(f.name for f in dataclasses.fields(self)
-                     if not (self.mode == "stylex" and f.name == "mapping_layers"))
+        depth is not one of them (a stylex checkpoint loads whatever mapping_layers the profile names);
+        ``num_classes`` is one only when it is not 2 (see :meth:`to_dict`)."""
+        return tuple(name for name in self.to_dict() if not (self.mode == "stylex" and name == "mapping_layers"))
 
     def build(self) -> "StylExModel":
         """Freshly initialised networks of this architecture."""
-        return StylExModel(self.mode, self.resolution, self.channels, self.latent_dim, self.mapping_layers)
+        return StylExModel(self.mode, self.resolution, self.channels, self.latent_dim, self.mapping_layers,
+                           self.num_classes)
 
 
 class StylExModel(nn.Module):
@@ -92,6 +102,7 @@ class StylExModel(nn.Module):
         channels: uniform width of every network.
         latent_dim: encoder / mapping output size.
         mapping_layers: depth of the mapping network.
+        num_classes: K, the size of the softmax C(x) that conditions the generator (StylEx modes).
 
     ``arch`` is the same as a :class:`StylExArch`.
     """
@@ -101,13 +112,15 @@ class StylExModel(nn.Module):
                  resolution: int,       # image size in pixels
                  channels: int,         # conv width
                  latent_dim: int = 512,  # E(x) / mapping(z) size
-                 mapping_layers: int = 8):  # mapping network depth
+                 mapping_layers: int = 8,  # mapping network depth
+                 num_classes: int = NUM_CLASSES):  # K: size of the class input
         super().__init__()
-        self.arch = StylExArch(mode, resolution, channels, latent_dim, mapping_layers)
+        self.arch = StylExArch(mode, resolution, channels, latent_dim, mapping_layers, num_classes)
         self.mode = mode
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         self.conditional = mode != "stylegan2"
-        w_dim = latent_dim + NUM_CLASSES if self.conditional else latent_dim
+        w_dim = latent_dim + num_classes if self.conditional else latent_dim
         self.generator = Generator(resolution, channels, w_dim=w_dim)
         self.encoder = Encoder(resolution, channels, out_dim=latent_dim) if mode != "stylegan2" else None
         self.mapping = (MappingNetwork(z_dim=latent_dim, w_dim=latent_dim, num_layers=mapping_layers)

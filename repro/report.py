@@ -40,17 +40,11 @@ def open_profile(profile: str, data_root: str = "", device: str = "auto", force:
     return Context(prof, figures, device, bool(force))
 
 
-def class_names(data: DataConfig) -> tuple[str, str]:
-    """Names of class 0 and class 1 of a task."""
-    if data.dataset == "synthetic":
-        from repro.data import synthetic
+def class_names(data: DataConfig) -> tuple[str, ...]:
+    """Names of a task's classes in label order (:func:`repro.data.class_names`)."""
+    from repro.data import class_names as names
 
-        return tuple(synthetic.TASKS[data.task].class_names)
-    if data.dataset == "afhq":
-        return ("cat", "dog")
-    if data.dataset in ("celeba", "ffhq"):
-        return ("young", "old")
-    return ("class 0", "class 1")
+    return names(data)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, floatfmt: str = ".3f") -> str:

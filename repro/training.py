@@ -48,10 +48,10 @@ from torch import nn
 
 from repro.checkpoint import check_run_dir, save_checkpoint
 from repro.config import MODES, DataConfig, Profile, StylExConfig, TaskConfig, to_dict
-from repro.data import ImageSet, load_split
+from repro.data import ImageSet, class_names, load_split
 from repro.losses import StylExLoss, d_fake_loss, d_real_loss
 from repro.inference import classifier_probs
-from repro.model import FINAL, NUM_CLASSES, StylExArch, StylExModel, TrainResult, load_stylex
+from repro.model import FINAL, StylExArch, StylExModel, TrainResult, load_stylex
 from repro.networks import Discriminator
 from repro.perceptual import LPIPSLoss
 from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
@@ -190,7 +190,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     if world > 1:
         _init_distributed(dev)
     total_iters = iterations if iterations is not None else config.iterations
-    arch = StylExArch.of(mode, data.resolution, config)
+    arch = StylExArch.of(mode, data.resolution, config, len(class_names(data)))
     full_config = {**arch.to_dict(), "data": to_dict(data), "stylex": to_dict(config), "iterations": total_iters}
 
     # The stage protocol (repro.stage); checkpoints must match the architecture only. strict:
@@ -219,12 +219,16 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     held_out = held_out if held_out is not None else load_split(data, "val")
     classifier = classifier.to(dev).eval().requires_grad_(False)
     probs_all = classifier_probs(classifier, train, dev)
+    if probs_all.shape[1] != arch.num_classes:
+        raise ValueError(f"the classifier gives {probs_all.shape[1]} outputs, but {data.task}'s data has "
+                         f"{arch.num_classes} classes; train or import the classifier of this data "
+                         f"(python -m repro train-classifier --force)")
     if dev.type == "cuda":
         train = train.to(dev)  # the whole uint8 set on the GPU: batches are an index away
 
     layout = memory_format(config.channels_last)
     model = arch.build().to(dev, memory_format=layout)
-    disc = Discriminator(data.resolution, config.channels, num_classes=NUM_CLASSES).to(dev, memory_format=layout)
+    disc = Discriminator(data.resolution, config.channels, num_classes=arch.num_classes).to(dev, memory_format=layout)
     if rank == 0:  # a checkpoint holds model, EMA, discriminator and two Adam moments: ~5x the weights
         weight_bytes = sum(p.numel() * p.element_size() for m in (model, disc) for p in m.parameters())
         check_run_dir(run_dir, need_bytes=max(50_000_000, 2 * 5 * weight_bytes))
@@ -295,10 +299,12 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
 
     amp = partial(autocast, config.precision, dev)
     stop = {"signal": None}
-    grid_x = held_out.batch(slice(0, 8), dev)
-    grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:8], held_out.labels[:8]), dev)
-    grid_noise = model.generator.make_noise(8, generator=torch.Generator().manual_seed(0), device=dev)
-    grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)
+    n_grid = min(8, len(held_out))  # a small folder of your own may hold fewer than 8 validation images
+    grid_x = held_out.batch(slice(0, n_grid), dev)
+    grid_probs = classifier_probs(classifier, ImageSet(held_out.images[:n_grid], held_out.labels[:n_grid]), dev)
+    grid_noise = [t[:n_grid] for t in model.generator.make_noise(8, generator=torch.Generator().manual_seed(0),
+                                                                 device=dev)]
+    grid_z = torch.randn(8, config.latent_dim, generator=torch.Generator().manual_seed(1)).to(dev)[:n_grid]
 
     def make_state(iteration: int) -> dict[str, Any]:
         s = {"config": full_config, "arch": arch.to_dict(), "iteration": iteration, "model": model.state_dict(),

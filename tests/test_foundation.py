@@ -163,7 +163,7 @@ def test_cli_lists_commands_and_each_has_help():
 
 def test_cli_bad_profile_is_a_clear_error():
     out = _cli("train-classifier", "--profile", "nope")
-    assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr
+    assert out.returncode == 2 and "unknown profile 'nope'; choose one of: quick" in out.stderr
 
 
 def test_shortcut_accuracy_splits_by_the_spurious_factor():

@@ -245,12 +245,29 @@ def test_folder_without_split_folders_is_split_80_10_10_deterministically(tmp_pa
     assert load_real("folder", tmp_path, "train", R).files == parts["train"].files
 
 
-@pytest.mark.parametrize("classes", [("only",), ("a", "b", "c")])
-def test_folder_needs_exactly_two_classes(tmp_path, classes):
-    make_folder(tmp_path, classes=classes, n=10)
-    with pytest.raises(DataError, match="exactly two class folders") as err:
+def test_folder_needs_at_least_two_classes(tmp_path):
+    make_folder(tmp_path, classes=("only",), n=10)
+    with pytest.raises(DataError, match="at least two class folders") as err:
         load_real("folder", tmp_path, "train", R)
     assert str(tmp_path) in str(err.value)
+
+
+def test_folder_of_three_classes_labels_them_in_name_order(tmp_path):
+    make_folder(tmp_path, classes=("c", "a", "b"), n=10)
+    train = load_real("folder", tmp_path, "train", R)
+    assert train.class_names == ("a", "b", "c")
+    assert sorted(set(train.labels.tolist())) == [0, 1, 2]
+    assert real.folder_classes(tmp_path) == ["a", "b", "c"]
+    assert all(f.parent.name == train.class_names[y] for f, y in zip(train.files, train.labels.tolist()))
+
+
+def test_folder_split_seed_moves_the_split_and_seed_0_keeps_the_old_one(tmp_path):
+    make_folder(tmp_path, n=20)
+    unseeded = load_real("folder", tmp_path, "test", R).files
+    assert load_real("folder", tmp_path, "test", R, seed=0).files == unseeded
+    seeded = [load_real("folder", tmp_path, s, R, seed=7).files for s in ("train", "val", "test")]
+    assert seeded[2] != unseeded and len(set(sum(seeded, []))) == 40  # another split, still disjoint and complete
+    assert load_real("folder", tmp_path, "test", R, seed=7).files == seeded[2]  # and reproducible
 
 
 def test_folder_split_folders_must_agree_and_exist(tmp_path):

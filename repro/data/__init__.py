@@ -69,6 +69,23 @@ def check_root(config: DataConfig) -> None:
     real.require_root(config.dataset, config.root)
 
 
+def class_names(data: DataConfig) -> tuple[str, ...]:
+    """The names of a task's classes, in label order (your folder's class folders, sorted by name)."""
+    if data.dataset == "synthetic":
+        from repro.data import synthetic
+
+        return tuple(synthetic.TASKS[data.task].class_names)
+    if data.dataset == "afhq":
+        return ("cat", "dog")
+    if data.dataset in ("celeba", "ffhq"):
+        return ("young", "old")
+    if data.dataset == "folder" and data.root is not None:
+        from repro.data import real
+
+        return tuple(real.folder_classes(data.root))
+    return ("class 0", "class 1")
+
+
 def load_split(config: DataConfig, split: str, *, progress: bool = False) -> ImageSet:
     """Load one split of the data a :class:`DataConfig` describes."""
     if split not in SPLITS:
@@ -89,7 +106,9 @@ def load_split(config: DataConfig, split: str, *, progress: bool = False) -> Ima
     from repro.data import real
 
     check_root(config)
+    folder = config.dataset == "folder"  # your own images: undecodable ones are left out up to a share
     data = real.load_real(config.dataset, config.root, split, config.resolution,
-                          cache_dir=config.cache_dir, progress=progress)
+                          cache_dir=config.cache_dir, progress=progress, skip_bad=folder,
+                          max_bad_share=real.MAX_BAD_SHARE if folder else 1.0, seed=config.seed if folder else 0)
     labels = torch.as_tensor(data.labels).long()
     return ImageSet(data.images.contiguous(), labels, None, name)

@@ -1,4 +1,4 @@
-"""Real-data loaders: AFHQ (cat vs dog), CelebA (old vs young), FFHQ (unlabelled) and any two-class folder.
+"""Real-data loaders: AFHQ (cat vs dog), CelebA (old vs young), FFHQ (unlabelled) and any folder of K classes.
 
 One call, :func:`load_real`, turns a data set on disk into a ``torch.utils.data.Dataset`` whose items
 are ``(image float32 [3, R, R] in [-1, 1], label int64)``, the label being -1 where the data set has
@@ -13,10 +13,11 @@ none (FFHQ). Expected layouts (``ROOT`` is the ``root`` argument):
   unlabelled. FFHQ has no official split: in sorted path order the first ``train_count`` (60,000)
   images are ``train`` and the rest are both ``val`` and ``test``; a folder with no more than
   ``train_count`` images is split 6:1 in the same order instead.
-- ``folder``: a binary task of your own, ``ROOT/{train,val,test}/{a,b}/*`` or ``ROOT/{a,b}/*``; the
-  two class folders, sorted by name, are labels 0 and 1. Without split folders each class is split
-  80/10/10 in the order of a hash of each file's name, so the split is deterministic and does not
-  move when files are added elsewhere.
+- ``folder``: a task of your own with K >= 2 classes, ``ROOT/{train,val,test}/<class>/*`` or
+  ``ROOT/<class>/*``; the class folders, sorted by name, are labels 0..K-1. Without split folders
+  each class is split 80/10/10 in the order of a hash of each file's name and the split seed
+  (``DataConfig.seed``; seed 0 hashes the name alone), so the split is deterministic, recorded in
+  the run's configuration, and does not move when files are added elsewhere.
 
 Listing and label files are checked when a data set is built; images are decoded lazily, one per
 item, or all at once by :func:`preprocess_to_tensor` (what :func:`load_real` does when given a
@@ -34,6 +35,7 @@ import hashlib
 import logging
 import os
 import pickle
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -56,6 +58,7 @@ CELEBA_ATTRIBUTES = "list_attr_celeba.txt"
 CELEBA_PARTITION = "list_eval_partition.txt"
 CELEBA_PARTITION_IDS = {"train": "0", "val": "1", "test": "2"}
 CACHE_FORMAT = 1
+MAX_BAD_SHARE = 0.05  # your own folder: undecodable images are left out up to this share of a split
 
 
 class DataError(ValueError):
@@ -451,24 +454,34 @@ def load_ffhq(root: str | Path, split: str, resolution: int, *, train_count: int
     return ImageFileDataset(files, None, resolution, skipped_files=skipped)
 
 
-# -- a generic two-class folder ----------------------------------------------------------------
+# -- a folder of K >= 2 classes ---------------------------------------------------------------
 
-FOLDER_LAYOUT = "ROOT/{train,val,test}/{class_a,class_b}/* or ROOT/{class_a,class_b}/*"
+FOLDER_LAYOUT = "ROOT/{train,val,test}/<class>/* or ROOT/<class>/*, with 2 or more class folders"
 FOLDER_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def _two_classes(folder: Path) -> list[str]:
+def _classes(folder: Path) -> list[str]:
     classes = _subfolders(folder)
-    if len(classes) != 2:
-        raise DataError(f"{folder} must hold exactly two class folders ({FOLDER_LAYOUT}); "
-                        f"found {len(classes)}: {_describe(folder)}")
+    if len(classes) < 2:
+        raise DataError(f"{folder} must hold at least two class folders ({FOLDER_LAYOUT}); found "
+                        f"{len(classes)}: {_describe(folder)}. Put each class's images in a folder named after it")
     return classes
 
 
-def _hash_split(files: list[Path], class_dir: Path, split: str) -> list[Path]:
-    """This split's share (80/10/10) of one class, ordered by a hash of each file's relative path."""
+def folder_classes(root: str | Path) -> list[str]:
+    """The class names of an image folder (its split folders' classes where it has split folders), sorted."""
+    root = require_root("folder", root)
+    split_dirs = [name for name in SPLITS if (root / name).is_dir()]
+    return _classes(root / split_dirs[0] if split_dirs else root)
+
+
+def _hash_split(files: list[Path], class_dir: Path, split: str, seed: int = 0) -> list[Path]:
+    """This split's share (80/10/10) of one class, ordered by a hash of each file's relative path
+    (prefixed by ``seed`` unless it is 0, the unseeded order of earlier versions)."""
+    prefix = "" if seed == 0 else f"{seed}\0"
+
     def key(path: Path) -> str:
-        return hashlib.sha1(path.relative_to(class_dir).as_posix().encode()).hexdigest()
+        return hashlib.sha1((prefix + path.relative_to(class_dir).as_posix()).encode()).hexdigest()
 
     ordered = sorted(files, key=key)
     n = len(ordered)
@@ -481,11 +494,11 @@ def _hash_split(files: list[Path], class_dir: Path, split: str) -> list[Path]:
     return sorted(share)
 
 
-def load_folder(root: str | Path, split: str, resolution: int) -> ImageFileDataset:
-    """A two-class image folder; labels follow the sorted class folder names.
+def load_folder(root: str | Path, split: str, resolution: int, *, seed: int = 0) -> ImageFileDataset:
+    """An image folder of K >= 2 classes; labels follow the sorted class folder names.
 
     With any of ``train/``, ``val/``, ``test/`` in ``root`` the split folders are used (each must
-    hold the same two classes); otherwise each class is split 80/10/10 by file-name hash.
+    hold the same classes); otherwise each class is split 80/10/10 by a hash of file name and ``seed``.
     """
     _check_split(split)
     root = require_root("folder", root)
@@ -493,14 +506,14 @@ def load_folder(root: str | Path, split: str, resolution: int) -> ImageFileDatas
     if split_dirs:
         if split not in split_dirs:
             raise DataError(f"no split folder {root / split} (expected {FOLDER_LAYOUT}); found: {_describe(root)}")
-        classes = _two_classes(root / split)
+        classes = _classes(root / split)
         for other in split_dirs:
             if _subfolders(root / other) != classes:
                 raise DataError(f"split folders disagree on the classes: {root / split} holds {classes}, "
                                 f"{root / other} holds {_subfolders(root / other)}")
         class_root = root / split
     else:
-        classes = _two_classes(root)
+        classes = _classes(root)
         class_root = root
     files: list[Path] = []
     labels: list[int] = []
@@ -508,7 +521,7 @@ def load_folder(root: str | Path, split: str, resolution: int) -> ImageFileDatas
     for label, name in enumerate(classes):
         class_files, class_skipped = _class_images(class_root / name, f"expected {FOLDER_LAYOUT}")
         if not split_dirs:
-            class_files = _hash_split(class_files, class_root / name, split)
+            class_files = _hash_split(class_files, class_root / name, split, seed)
         files += class_files
         labels += [label] * len(class_files)
         skipped += class_skipped
@@ -518,7 +531,22 @@ def load_folder(root: str | Path, split: str, resolution: int) -> ImageFileDatas
 
 # -- preprocessing cache -----------------------------------------------------------------------
 
-def _read_cache(cache_path: Path, fingerprint: str, resolution: int, skip_bad: bool) -> TensorImageSet | None:
+def _check_bad_share(bad_files: Sequence[str], total: int, max_bad_share: float) -> None:
+    """Warn about undecodable images left out, or refuse the split when they are more than ``max_bad_share``."""
+    if not bad_files:
+        return
+    share = len(bad_files) / max(total, 1)
+    if share > max_bad_share:
+        raise DataError(f"{len(bad_files)} of {total} images ({share:.0%}) cannot be decoded, more than the "
+                        f"{max_bad_share:.0%} that are left out with a warning, e.g. {', '.join(bad_files[:3])}; "
+                        f"replace or delete the broken files")
+    message = f"left out {len(bad_files)} of {total} undecodable image(s), e.g. {bad_files[0]}"
+    log.warning(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def _read_cache(cache_path: Path, fingerprint: str, resolution: int, skip_bad: bool,
+                max_bad_share: float = 1.0) -> TensorImageSet | None:
     """The cached set if ``cache_path`` holds one made from the same files, labels and resolution."""
     try:
         payload = torch.load(cache_path, map_location="cpu", weights_only=True)
@@ -531,6 +559,7 @@ def _read_cache(cache_path: Path, fingerprint: str, resolution: int, skip_bad: b
         return None
     if payload["bad_files"] and not skip_bad:
         return None  # rebuilding raises DataError on the first bad file, as an uncached load would
+    _check_bad_share(payload["bad_files"], len(payload["bad_files"]) + payload["images"].shape[0], max_bad_share)
     return TensorImageSet(payload["images"], payload["labels"], class_names=payload["class_names"],
                           skipped_files=payload["skipped_files"] + len(payload["bad_files"]))
 
@@ -555,6 +584,7 @@ def preprocess_to_tensor(
     *,
     skip_bad: bool = False,
     num_workers: int | None = None,
+    max_bad_share: float = 1.0,
 ) -> TensorImageSet:
     """Decode every image of ``dataset`` once into a uint8 tensor, cached at ``cache_path``.
 
@@ -562,13 +592,14 @@ def preprocess_to_tensor(
     they match (it is rebuilt otherwise, or when unreadable). It is written atomically, so an
     interrupted run never leaves a half-written cache. Decoding runs on ``num_workers`` threads
     (PIL releases the GIL; default: the CPU count, at most 8). An undecodable image raises
-    :class:`DataError`, or with ``skip_bad`` is left out, logged and counted in ``skipped_files``.
+    :class:`DataError`, or with ``skip_bad`` is left out, counted in ``skipped_files`` and warned
+    about, unless more than ``max_bad_share`` of the images are undecodable (a :class:`DataError`).
     """
     cache_path = Path(cache_path)
     fingerprint = dataset.fingerprint()
     resolution = dataset.resolution
     if cache_path.is_file():
-        cached = _read_cache(cache_path, fingerprint, resolution, skip_bad)
+        cached = _read_cache(cache_path, fingerprint, resolution, skip_bad, max_bad_share)
         if cached is not None:
             return cached
     images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)
@@ -588,10 +619,9 @@ def preprocess_to_tensor(
             kept.append(index)
     finally:
         pool.shutdown(cancel_futures=True)  # on an error, do not decode the rest first
-    if bad_files:
-        log.warning("left out %d undecodable image(s), e.g. %s", len(bad_files), bad_files[0])
     if not kept:
         raise DataError(f"no image of {len(dataset)} could be decoded, e.g. {bad_files[:3]}")
+    _check_bad_share(bad_files, len(dataset), max_bad_share)
     images = images[: len(kept)].clone() if bad_files else images
     labels = dataset.labels[torch.tensor(kept, dtype=torch.int64)]
     _save_atomically({
@@ -614,21 +644,25 @@ def load_real(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     skip_bad: bool = False,
+    max_bad_share: float = 1.0,
+    seed: int = 0,
 ) -> Dataset:
     """One split of a real data set: ``dataset`` is one of ``afhq``, ``celeba``, ``ffhq``, ``folder``.
 
     Without ``cache_dir`` this is a lazy :class:`ImageFileDataset`; with it, a
     :class:`TensorImageSet` decoded once and cached as
     ``cache_dir/{dataset}-{split}-{R}px-{fingerprint}.pt``. ``skip_bad`` (leave out undecodable
-    images) needs ``cache_dir``, since only preprocessing decodes everything up front.
+    images) needs ``cache_dir``, since only preprocessing decodes everything up front; with it, more
+    than ``max_bad_share`` undecodable images refuse the split. ``seed``: the ``folder`` split seed.
     """
     loaders = {"afhq": load_afhq, "celeba": load_celeba, "ffhq": load_ffhq, "folder": load_folder}
     if dataset not in loaders:
         raise ValueError(f"unknown real dataset {dataset!r}; choose one of: {', '.join(REAL_DATASETS)}")
-    files = loaders[dataset](root, split, resolution)
+    files = load_folder(root, split, resolution, seed=seed) if dataset == "folder" \
+        else loaders[dataset](root, split, resolution)
     if cache_dir is None:
         if skip_bad:
             raise ValueError("skip_bad=True needs a cache_dir: a lazy dataset cannot leave out images")
         return files
     cache_path = Path(cache_dir) / f"{dataset}-{split}-{resolution}px-{files.fingerprint()[:16]}.pt"
-    return preprocess_to_tensor(files, cache_path, progress, skip_bad=skip_bad)
+    return preprocess_to_tensor(files, cache_path, progress, skip_bad=skip_bad, max_bad_share=max_bad_share)
