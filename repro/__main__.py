@@ -136,9 +136,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
     for task in tasks:
         for mode in ([args.mode] if args.mode else task.modes):
             for exp in explain_classes(profile, task, mode, device=args.device, force=args.force,
-                                       progress=not args.no_progress).values():
+                                       progress=not args.no_progress, seed=args.seed).values():
                 target = exp.results.get("class_names")
-                name = f"{task.name}/{mode}" + (f" class {target[1]} vs rest" if target else "")
+                name = (f"{task.name}/{mode}" + (f" seed {args.seed}" if args.seed is not None else "")
+                        + (f" class {target[1]} vs rest" if target else ""))
                 rates = ", ".join(f"{m} {r['flip_rate']['mean']:.3f} ± {r['flip_rate']['std']:.3f}"
                                   for m, r in exp.results["methods"].items())
                 print(f"{name}: flip rate at k={profile.eval.k}: {rates}")
@@ -328,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--iterations", type=int, default=1500, help="iterations per row (default: %(default)s)")
             p.add_argument("--train-only", action="store_true", help="train, but do not measure the rows")
             p.add_argument("--out", default="figures/ablation.json", help="where the measured rows are merged")
+        if name == "explain":
+            p.add_argument("--seed", type=int, default=None,
+                           help="the model's training seed, one of the profile's seeds (default: the primary one)")
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
             p.add_argument("--precision", default=None, choices=list(PRECISIONS),
