@@ -4,12 +4,12 @@ StyleGAN2, single process or under ``torchrun`` (DistributedDataParallel).
 The loop owns the optimisers, the EMA copies, the lazy-regularisation phases, checkpoints and
 logging; it knows nothing of AttFind. One iteration is:
 
-1. one generator (+ encoder, + mapping) forward and the classifier on its output, kept for step 3;
-2. discriminator phase: the detached fakes, then reals, each its own forward/backward (so DDP
-   syncs each); every ``r1_interval`` iterations an R1 phase on reals;
-3. generator phase: every loss term on the pass of step 1 (the discriminator as updated in
-   step 2), one backward; every ``pl_interval`` iterations a path-length phase;
-4. EMA update of generator, encoder and mapping network together, so evaluation uses a
+1. discriminator phase: fakes from a no-grad generator pass, then reals, each its own
+   forward/backward (so DDP syncs each); every ``r1_interval`` iterations an R1 phase on reals;
+2. generator phase: generator (+ encoder, + mapping) forward, every loss term, one backward
+   (E(x) of the latent term is read from w = [E(x), C(x)], not computed twice); every
+   ``pl_interval`` iterations a path-length phase;
+3. EMA update of generator, encoder and mapping network together, so evaluation uses a
    matching pair (an EMA generator with the raw encoder, as earlier code paired them, is not one).
 
 Modes (``StylExModel.mode``; the model and its architecture live in ``repro.model``):
@@ -112,10 +112,13 @@ def ema_beta(config: StylExConfig, images_seen: int) -> float:
     return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
-# What one training iteration computes, recorded in metadata.json: 1 (older runs, no field): the
-# discriminator's fakes from a second, no-grad generator pass; 2: one generator pass per iteration,
-# shared by both phases, and E(x) taken from w (benchmarks/train_ab.py measured the difference).
-TRAIN_STEP = 2
+# What one training iteration computes, recorded in metadata.json. 1 (runs without the field too):
+# the discriminator's fakes come from their own no-grad generator pass, as stylegan2 does. Models
+# with 2 were trained by a version (2026-11-28) whose one generator pass per iteration served both
+# phases (the discriminator on it detached): 1.17x the images per CPU second, but on the one seed
+# compared with the same seed under step 1, C' read the reconstructions at chance (0.50 against
+# 0.70) and the top-10 edits flipped C' on 0.12 against 0.42 (README, Speed), so it was reverted.
+TRAIN_STEP = 1
 
 
 def _read_metadata(run_dir: Path) -> dict[str, Any] | None:
@@ -346,20 +349,16 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             z = torch.randn(batch, config.latent_dim, device=dev) if z_pass else None
             terms: dict[str, float] = {}
 
-            # -- one generator pass per iteration: the discriminator phase trains on its detached
-            # output, the generator phase back-propagates through it (D is not updated in between
-            # a generator step, so a second pass would only draw other noise).
-            with amp():  # network passes in reduced precision (bf16), the loss terms in fp32
-                gx, w_used = model_ddp(x, probs, z)
-                logits_gx = classifier(gx).float()
-            probs_gx = F.softmax(logits_gx.detach(), dim=1)
-
-            # -- discriminator phase: fakes, then reals (each its own forward/backward)
+            # -- discriminator phase: fakes (their own no-grad generator pass, as stylegan2 does;
+            # see TRAIN_STEP), then reals, each its own forward/backward
             disc.requires_grad_(True)
+            with torch.no_grad(), amp():
+                gx, _ = model(x, probs, z)
+                probs_gx = F.softmax(classifier(gx).float(), dim=1)
             # Each pass its own forward and backward: under DDP a second forward must not start
             # before the first one's gradients are reduced.
             with amp():
-                d_fake = d_fake_loss(disc_ddp(gx.detach(), probs_gx).float())
+                d_fake = d_fake_loss(disc_ddp(gx, probs_gx).float())
             _check_finite(iteration + 1, {"d_fake": d_fake}, run_dir)
             d_fake.backward()
             with amp():
@@ -377,9 +376,11 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             opt_d.zero_grad(set_to_none=True)
             disc.requires_grad_(False)
 
-            # -- generator (+ encoder, + mapping) phase, through the same pass
-            with amp():
-                fake_logits = disc(gx, probs_gx).float()
+            # -- generator (+ encoder, + mapping) phase
+            with amp():  # network passes in reduced precision (bf16), the loss terms in fp32
+                gx, w_used = model_ddp(x, probs, z)
+                logits_gx = classifier(gx).float()
+                fake_logits = disc(gx, F.softmax(logits_gx, dim=1).detach()).float()
                 if z is None:
                     e_x = w_used[:, :model.latent_dim].detach().float()  # E(x), from w = [E(x), C(x)]
                     e_gx = model.encoder(gx).float()
