@@ -172,6 +172,24 @@ def cmd_ablation(args: argparse.Namespace) -> None:
                 print(f"{task.name}/ablation/{row}: measured -> {path}")
 
 
+def cmd_measure(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from repro.ablation import measure_model
+
+    profile, tasks = _tasks(args)
+    for task in tasks:
+        run_dir = Path(args.run_dir) if args.run_dir else profile.model_dir(task.name, "stylex", args.seed)
+        record = {"task": task.name, "run_dir": str(run_dir), "label": args.label,
+                  **measure_model(profile, task, run_dir, device=args.device, progress=not args.no_progress)}
+        print(json.dumps(record))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
 def cmd_ship_weights(args: argparse.Namespace) -> None:
     from repro.weights import ship
 
@@ -234,6 +252,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "train-stylex": (cmd_train_stylex, "train StylEx / StylEx-alt / StyleGAN2 models (torchrun-aware)"),
     "explain": (cmd_explain, "AttFind, Wu and random baselines and their flip rates for trained models"),
     "ablation": (cmd_ablation, "train the rows of the StylEx recipe ablation (notebook 02 shows them)"),
+    "measure": (cmd_measure, "the ablation table's fidelity measures (LPIPS, L1, C and C' on reconstructions, "
+                             "AttFind / random flip rates of C and C', edit size) of one trained stylex model"),
     "ship-weights": (cmd_ship_weights, "copy a profile's finished networks into weights/<profile>/ with their "
                                        "sha256, a manifest and a model card (repro.weights)"),
     "install-weights": (cmd_install_weights, "verify a profile's shipped weights and place the unfinished stages "
@@ -329,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--iterations", type=int, default=1500, help="iterations per row (default: %(default)s)")
             p.add_argument("--train-only", action="store_true", help="train, but do not measure the rows")
             p.add_argument("--out", default="figures/ablation.json", help="where the measured rows are merged")
+        if name == "measure":
+            p.add_argument("--seed", type=int, default=None,
+                           help="the model's training seed, one of the profile's seeds (default: the primary one)")
+            p.add_argument("--run-dir", default=None, help="measure the stylex model in this folder instead")
+            p.add_argument("--label", default="", help="what this model is, for the record")
+            p.add_argument("--out", default=None, help="append the record to this JSON Lines file")
         if name == "explain":
             p.add_argument("--seed", type=int, default=None,
                            help="the model's training seed, one of the profile's seeds (default: the primary one)")

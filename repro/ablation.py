@@ -73,10 +73,17 @@ def train_row(profile: Profile, task: TaskConfig, row: str, *, iterations: int, 
 
 def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "auto",
                 progress: bool | None = None, n_reconstructions: int = 512) -> dict[str, Any]:
-    """One ablation row's record: the run's cost, and the fidelity measures every model gets.
+    """One ablation row's record: its name and settings, and :func:`measure_model` of its run."""
+    record = measure_model(profile, task, row_dir(profile, task, row), device=device, progress=progress,
+                           n_reconstructions=n_reconstructions)
+    return {"task": task.name, "row": row, "settings": ROWS[row], **record}
 
-    LPIPS (VGG, the usual metric backbone) and L1 of ``n_reconstructions`` held-out test
-    reconstructions (:func:`repro.evaluation.reconstruction_metrics`); from the row's
+
+def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, device: str = "auto",
+                  progress: bool | None = None, n_reconstructions: int = 512) -> dict[str, Any]:
+    """The fidelity measures of one trained stylex model (an ablation row's, or a seed's): the
+    run's cost; LPIPS (VGG, the usual metric backbone) and L1 of ``n_reconstructions`` held-out
+    test reconstructions (:func:`repro.evaluation.reconstruction_metrics`); from the model's
     ``repro.explain.explain_model`` results (cached in its run directory), on the flip rate's
     held-out images: what C and C' read from the reconstructions, and the AttFind / random
     top-k edits' flip rates of C and C' (C' among the images both agreed on) and edit size.
@@ -88,7 +95,7 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
     from repro.explain import explain_model
     from repro.perceptual import LPIPSLoss
 
-    run_dir = row_dir(profile, task, row)
+    run_dir = Path(run_dir)
     exp = explain_model(profile, task, "stylex", device=device, progress=progress, run_dir=run_dir)
     lpips = LPIPSLoss("vgg")
     if lpips.available:
@@ -99,8 +106,12 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
     log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
     observed = exp.results["observer"]["reconstruction"] or {}
     methods = exp.results["methods"]
+    def read(name: str) -> dict[str, Any]:
+        return json.loads((run_dir / name).read_text()) if (run_dir / name).exists() else {}
+
     record: dict[str, Any] = {
-        "task": task.name, "row": row, "settings": ROWS[row], "iterations": log[-1]["iteration"] if log else 0,
+        "iterations": log[-1]["iteration"] if log else 0, "seed": read("config.json").get("stylex", {}).get("seed"),
+        "train_step": read("metadata.json").get("train_step", 1),  # repro.training.TRAIN_STEP
         "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
         **{key: observed.get(key) for key in ("agreement_C", "acc_Cprime_originals", "acc_Cprime_reconstructions")},
