@@ -115,9 +115,10 @@ def ema_beta(config: StylExConfig, images_seen: int) -> float:
 # What one training iteration computes, recorded in metadata.json. 1 (runs without the field too):
 # the discriminator's fakes come from their own no-grad generator pass, as stylegan2 does. Models
 # with 2 were trained by a version (2026-11-28) whose one generator pass per iteration served both
-# phases (the discriminator on it detached): 1.17x the images per CPU second, but on the one seed
-# compared with the same seed under step 1, C' read the reconstructions at chance (0.50 against
-# 0.70) and the top-10 edits flipped C' on 0.12 against 0.42 (README, Speed), so it was reverted.
+# phases (the discriminator on it detached): 1.17x the images per CPU second, but on synth-age
+# seed 1, trained both ways, C' read the reconstructions at chance (0.50 against 0.70) and the
+# top-10 edits flipped C' on 0.12 against 0.42 (synth-species seed 1: mixed; README, Speed), so
+# it was reverted.
 TRAIN_STEP = 1
 
 
