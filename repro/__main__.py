@@ -182,7 +182,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     for task in tasks:
         run_dir = Path(args.run_dir) if args.run_dir else profile.model_dir(task.name, "stylex", args.seed)
         record = {"task": task.name, "run_dir": str(run_dir), "label": args.label,
-                  **measure_model(profile, task, run_dir, device=args.device, progress=not args.no_progress)}
+                  **measure_model(profile, task, run_dir, device=args.device, progress=not args.no_progress,
+                                 force=args.force)}
         print(json.dumps(record))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

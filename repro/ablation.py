@@ -80,13 +80,14 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
 
 
 def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, device: str = "auto",
-                  progress: bool | None = None, n_reconstructions: int = 512) -> dict[str, Any]:
+                  progress: bool | None = None, n_reconstructions: int = 512, force: bool = False) -> dict[str, Any]:
     """The fidelity measures of one trained stylex model (an ablation row's, or a seed's): the
     run's cost; LPIPS (VGG, the usual metric backbone) and L1 of ``n_reconstructions`` held-out
     test reconstructions (:func:`repro.evaluation.reconstruction_metrics`); from the model's
     ``repro.explain.explain_model`` results (cached in its run directory), on the flip rate's
     held-out images: what C and C' read from the reconstructions, and the AttFind / random
     top-k edits' flip rates of C and C' (C' among the images both agreed on) and edit size.
+    ``force`` recomputes the explanation instead of reusing it.
     """
     import statistics
 
@@ -96,7 +97,7 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
     from repro.perceptual import LPIPSLoss
 
     run_dir = Path(run_dir)
-    exp = explain_model(profile, task, "stylex", device=device, progress=progress, run_dir=run_dir)
+    exp = explain_model(profile, task, "stylex", device=device, progress=progress, run_dir=run_dir, force=force)
     lpips = LPIPSLoss("vgg")
     if lpips.available:
         lpips = lpips.to(next(exp.model.parameters()).device)

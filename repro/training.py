@@ -122,13 +122,6 @@ def ema_beta(config: StylExConfig, images_seen: int) -> float:
 TRAIN_STEP = 1
 
 
-def _read_metadata(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -286,10 +279,6 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
                 "torch": torch.__version__, "batch_per_process": batch,
                 "precision": config.precision, "channels_last": config.channels_last,
                 "loss_weights": to_dict(w), "started_at_iteration": start_iter, "train_step": TRAIN_STEP}
-    if start_iter > 0:  # a run resumed across a change of the step says so
-        before = (_read_metadata(run_dir) or {}).get("train_step", 1)
-        if before != TRAIN_STEP:
-            metadata["train_step_before_resume"] = before
     if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
         metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
     if rank == 0:

@@ -1,6 +1,6 @@
 """Train every generative model of a profile at once on one GPU, in milestones, within a deadline.
 
-At 32 px a StylEx training step is a few thousand small kernels: one process keeps a large GPU
+At 32 px a StylEx training step is many small kernels: one process keeps a large GPU
 mostly idle, so this runs every model the report needs (each task's modes; the ``stylex`` mode
 once per seed of ``profile.seeds``) as its own process side by side. Training goes in
 synchronous milestones (e.g. 1500, 3000, 4500): every model is trained to a milestone

@@ -8,36 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+import tiny_nets
 from repro.attfind import (PRESETS, AttFindConfig, EffectResult, combine, compute_effects, compute_effects_reference,
                            filter_unstable, get_preset, run_attfind, select_class)
-from repro.stylespace import decode_index, style_range
+from repro.stylespace import decode_index
 
 
 # ---------------------------------------------------------------------------------------------
 # Tiny networks (module-scoped: built once)
 
-def tiny_classifier(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-                        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    with torch.no_grad():
-        net[-1].weight.mul_(20.0)  # a random-init generator moves images little: amplify the logits
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def tiny_setup():
-    from repro.networks import Generator
-
-    torch.manual_seed(0)
-    G = Generator(32, 8).eval()
-    w = torch.randn(3, 514, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        conv, rgb = G.styles(w)
-    noise = G.make_noise(3, generator=torch.Generator().manual_seed(2))
-    smin, smax = style_range(torch.cat(conv, 1))
-    return G, tiny_classifier(), conv, rgb, noise, smin, smax
+    return tiny_nets.tiny_setup()
 
 
 # ---------------------------------------------------------------------------------------------
