@@ -82,6 +82,19 @@ rows = ablation_table(ctx.figures / "ablation.json")
 display(Markdown(report.markdown_table(rows) if rows else "no ablation rows measured yet (`python -m repro ablation`)"))
 
 # %% [markdown]
+# ## How long to train, judged over seeds
+# One seed is not a result: the same recipe, trained with another seed, can give a model whose
+# reconstructions C' reads far worse. Every default-recipe model measured by
+# `python -m repro measure` (records in `benchmarks/results/train_step.jsonl`, made outside the
+# report for the same reason as the ablation), as mean ± std over its seeds, per training length.
+
+# %%
+from repro.ablation import MEASURES_FILE, measured_models
+
+per_model, over_seeds = measured_models(MEASURES_FILE)
+display(Markdown(report.markdown_table(over_seeds) if over_seeds else "no models measured yet (`python -m repro measure`)"))
+
+# %% [markdown]
 # ## Loss curves
 
 # %%

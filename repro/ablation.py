@@ -141,6 +141,54 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
             for r in rows if task is None or r["task"] == task]
 
 
+MEASURES_FILE = "benchmarks/results/train_step.jsonl"  # records of `python -m repro measure`
+MEASURED_COLUMNS = ("task", "seed", "iterations", "train_step") + ROW_COLUMNS[2:]
+
+
+def _measured_records(path: str | Path) -> list[dict[str, Any]]:
+    """The newest record per model (run folder, iterations) of a ``measure`` results file, in file order."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    newest: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            newest.pop((r.get("run_dir"), r.get("iterations")), None)
+            newest[(r.get("run_dir"), r.get("iterations"))] = r
+    return list(newest.values())
+
+
+def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The trained stylex models measured by ``python -m repro measure --out path``: (one row per
+    model, one row per task, iterations and training step with the mean ± std over its seeds).
+    The second table is what decides the default's length: every seed of a recipe, not one run."""
+    from repro.fidelity import mean_std
+
+    records = sorted(_measured_records(path), key=lambda r: (r["task"], r.get("iterations") or 0,
+                                                            r.get("train_step", 1), r.get("seed") or 0))
+    per_model = [{c: r.get(c) for c in MEASURED_COLUMNS} for r in records]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r.get("iterations"), r.get("train_step", 1)), []).append(r)
+    measures = MEASURED_COLUMNS[4:]
+    summary = []
+    for (task, iterations, step), rs in groups.items():
+        for r in rs:
+            orig, rec = r.get("acc_Cprime_originals"), r.get("acc_Cprime_reconstructions")
+            r["acc_Cprime_ratio"] = rec / orig if orig and rec is not None else None
+        stats = mean_std([{m: r.get(m) for m in (*measures, "acc_Cprime_ratio")} for r in rs])
+        row: dict[str, Any] = {"task": task, "iterations": iterations, "train_step": step,
+                               "seeds": ", ".join(str(r.get("seed")) for r in rs)}
+        for m in (*measures[:5], "acc_Cprime_ratio", *measures[5:]):
+            mean, std = stats.get(m), stats.get(f"{m}_std")
+            digits = 1 if m.endswith("_255") else 3
+            row[m] = (None if mean is None else f"{mean:.{digits}f}" if std is None
+                      else f"{mean:.{digits}f} ± {std:.{digits}f}")
+        summary.append(row)
+    return per_model, summary
+
+
 def copy_samples(profile: Profile, task: TaskConfig, row: str, figures: str | Path) -> Path | None:
     """The row's last training grid (held-out originals over EMA reconstructions) as
     ``figures/ablation_<task>_<row>.png``, so the rows can be compared by eye."""

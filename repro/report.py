@@ -269,6 +269,11 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
             from repro.ablation import ablation_table
             rows = ablation_table(Path(figures) / "ablation.json")
             content = markdown_table(rows) if rows else ""
+        elif name == "measured_models":
+            from repro.ablation import measured_models
+            per_model, over_seeds = measured_models(Path(benchmarks) / "train_step.jsonl")
+            content = (f"{markdown_table(over_seeds)}\n\nEach model:\n\n{markdown_table(per_model)}"
+                       if per_model else "")
         elif source.exists():
             content = source.read_text()
         else:
@@ -287,6 +292,7 @@ def update_readme(readme: str | Path = "README.md", figures: str | Path = "figur
 
 README_CAPTIONS = {
     "ablation": "**The StylEx recipe, chosen by measurement** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro ablation`): each row one training run of the synth-age stylex model (seed 0) with the settings of `repro.ablation.ROWS`; LPIPS (VGG) and L1 of 512 held-out reconstructions; on the 400 held-out images of the flip rate, C's agreement between originals and their reconstructions, the second observer C''s accuracy on originals and reconstructions, and the top-10 AttFind / random edits' flip rates of C and C' (C' among images both agreed on) and edit size (max /255).",
+    "measured_models": "**Training length and seeds** ([notebook 02](notebooks/02_stylex_training.ipynb), `python -m repro measure --out benchmarks/results/train_step.jsonl`): every default-recipe stylex model measured so far by the ablation's measures, as mean ± std over its training seeds (sample std; `acc_Cprime_ratio` = C' on reconstructions / on originals), then one row per model; `train_step` 2 is the reverted faster training step (*Speed*).",
     "fidelity": "**Does an independent observer confirm the explanations?** ([notebook 06](notebooks/06_flip_rate.ipynb)): the top-10 edit of each method, flip rate of C and of the second observer C' (among images both agreed on before the edit) and its size in /255, mean ± std over training seeds.",
     "benchmarks": "**Speed** (run by hand, appended to `benchmarks/results/`; measurements, never pass/fail tests).",
     "classifier_metrics": "**Classifiers** ([notebook 01](notebooks/01_classifier.ipynb)): held-out accuracy of MobileNetV2 trained from scratch.",

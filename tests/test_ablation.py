@@ -35,3 +35,29 @@ def test_saved_rows_merge_by_task_and_row(tmp_path):
     assert [r["row"] for r in table] == ["landed", "r1-0.2"]  # the order of ROWS
     assert table[1]["l1"] == 0.2 and set(table[0]) == set(ablation.ROW_COLUMNS)
     assert ablation.ablation_table(tmp_path / "missing.json") == []
+
+
+def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds(tmp_path):
+    import json
+
+    def record(seed, ratio_rec, flip, iterations=1500, run=None):
+        return {"task": "synth-age", "run_dir": run or f"runs/s{seed}", "seed": seed, "iterations": iterations,
+                "train_step": 1, "lpips_vgg": 0.4, "l1": 0.2, "agreement_C": 0.97,
+                "acc_Cprime_originals": 0.8, "acc_Cprime_reconstructions": ratio_rec,
+                "attfind_flip_C": flip, "attfind_flip_Cprime": 0.5, "attfind_pixel_max_255": 80.0,
+                "random_flip_C": 0.0, "random_flip_Cprime": 0.0}
+
+    lines = [record(0, 0.1, 0.1),            # replaced by the newer record of the same model below
+             record(0, 0.6, 0.7), record(1, 0.8, 0.9),
+             record(0, 0.72, 0.8, iterations=3000, run="runs/s0")]  # the same folder trained longer
+    path = tmp_path / "measures.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    per_model, over_seeds = ablation.measured_models(path)
+    assert [(r["seed"], r["iterations"]) for r in per_model] == [(0, 1500), (1, 1500), (0, 3000)]
+    short, long = over_seeds
+    assert (short["iterations"], short["seeds"], long["seeds"]) == (1500, "0, 1", "0")
+    assert short["attfind_flip_C"] == "0.800 ± 0.141"        # mean and sample std of 0.7 and 0.9
+    assert short["acc_Cprime_ratio"] == "0.875 ± 0.177"       # (0.6 / 0.8, 0.8 / 0.8)
+    assert short["agreement_C"] == "0.970 ± 0.000"
+    assert long["acc_Cprime_ratio"] == "0.900" and long["attfind_pixel_max_255"] == "80.0"
+    assert ablation.measured_models(tmp_path / "missing.jsonl") == ([], [])
