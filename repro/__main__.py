@@ -197,7 +197,8 @@ def cmd_ship_weights(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile, data_root=args.data_root, run_root=args.run_root)
     max_bytes = None if args.max_mb <= 0 else int(args.max_mb * 1e6)
     manifest = ship(profile, args.weights_root, max_bytes=max_bytes, stages=args.stage,
-                    model_dtype="float16" if args.half else "float32")
+                    model_dtype="float16" if args.half else "float32",
+                    classifier_dtype="float16" if args.half_classifiers else "float32")
     for entry in manifest["stages"]:
         print(f"shipped {entry['stage']}: {entry['files'][0]['file']}")
     for key, reason in manifest["not_shipped"].items():
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--half", action="store_true",
                                help="store the generative models' weights as float16 (half the size; they load "
                                     "back into float32 networks)")
+                p.add_argument("--half-classifiers", action="store_true",
+                               help="store the classifiers' (C and C') weights as float16 too")
                 p.add_argument("--stage", action="append", default=None,
                                help="ship only these stages: <task>/<component> or a pattern such as '*/stylex*' "
                                     "(repeatable; default: every finished stage)")

@@ -339,7 +339,8 @@ def half_state(value: Any) -> Any:
 
 
 def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes: int | None = DEFAULT_MAX_BYTES,
-         stages: Sequence[str] | None = None, model_dtype: str = "float32") -> dict[str, Any]:
+         stages: Sequence[str] | None = None, model_dtype: str = "float32",
+         classifier_dtype: str = "float32") -> dict[str, Any]:
     """Copy every finished stage of ``profile`` into ``<weights_root>/<profile>/`` and write its
     ``manifest.json`` and ``MODEL_CARD.md`` (see the module docstring); returns the manifest.
 
@@ -348,23 +349,25 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
     under ``not_shipped`` with the reason; so are those ``stages`` leaves out (stage keys or shell
     patterns, e.g. ``["*/stylex*", "*/stylegan2"]``; None: every stage). ``model_dtype="float16"``
     stores the generative models' weights as float16 (:func:`half_state`; the manifest records the
-    float32 original's sha256 beside the shipped file's), which halves them; classifiers are always
-    shipped as trained. Raises :class:`WeightsError` when nothing is finished, or when the files
+    float32 original's sha256 beside the shipped file's), which halves them; ``classifier_dtype``
+    does the same for the classifiers C and C' (rounded to float16, C kept every decision on the
+    default's 2,000 test images per task). Raises :class:`WeightsError` when nothing is finished, or when the files
     would take more than ``max_bytes`` (None: no cap); nothing is written then.
     """
     import torch
 
     from repro.checkpoint import load_checkpoint
 
-    if model_dtype not in ("float32", "float16"):
-        raise WeightsError(f"model_dtype must be float32 or float16, got {model_dtype!r}")
+    for name, dtype in (("model_dtype", model_dtype), ("classifier_dtype", classifier_dtype)):
+        if dtype not in ("float32", "float16"):
+            raise WeightsError(f"{name} must be float32 or float16, got {dtype!r}")
 
     commit, dirty = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
     machine = _machine()
     plan: list[tuple[Stage, list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = []
     not_shipped: dict[str, str] = {}
     out = Path(weights_root) / profile.name
-    converted = out.with_name(f".{out.name}.{model_dtype}-{os.getpid()}")  # float16 copies, before the copy
+    converted = out.with_name(f".{out.name}.float16-{os.getpid()}")  # float16 copies, before the copy
     sources: dict[str, Path] = {}  # shipped file -> where it is copied from, where not the run folder
     for stage in profile_stages(profile):
         if stages is not None and not any(fnmatch.fnmatchcase(stage.key, pattern) for pattern in stages):
@@ -383,7 +386,7 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
         for name in _stage_files(stage):
             src = stage.run_dir / name
             entry: dict[str, Any] = {}
-            if name == _weights_name(stage) and stage.kind == "model" and model_dtype == "float16":
+            if name == _weights_name(stage) and (model_dtype if stage.kind == "model" else classifier_dtype) == "float16":
                 entry = {"stored_dtype": "float16", "source_sha256": sha256_file(src)}
                 src = converted / stage.key / name
                 src.parent.mkdir(parents=True, exist_ok=True)

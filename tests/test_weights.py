@@ -246,3 +246,26 @@ def test_models_shipped_as_float16_are_half_the_size_and_load_into_float32(shipp
         for (name, a), b in zip(state_of(shipped["trained"][key]).items(), state_of(reused[key]).values()):
             assert b.dtype == a.dtype, name  # loaded back into the float32 networks
             assert torch.equal(b, a.half().to(a.dtype)), name  # the float16 rounding of the trained weights
+
+
+def test_classifiers_shipped_as_float16_install_and_are_reused_with_rounded_weights(shipped, tmp_path):
+    manifest = weights.ship(shipped["profile"], tmp_path / "weights-c16", stages=["*/classifier", "*/observer"],
+                            classifier_dtype="float16")
+    full = {e["stage"]: e["files"][0] for e in shipped["manifest"]["stages"]}
+    assert [e["stage"] for e in manifest["stages"]] == STAGES[:2]
+    for entry in manifest["stages"]:
+        f = entry["files"][0]
+        assert f["stored_dtype"] == "float16" and f["source_sha256"] == full[entry["stage"]]["sha256"]
+        assert f["bytes"] < 0.6 * full[entry["stage"]]["bytes"]
+    profile = fresh(shipped, "runs-c16")
+    assert weights.install(profile, tmp_path / "weights-c16").installed == STAGES[:2]
+    task = profile.tasks[0]
+    reused = train_classifier(task.classifier_data, profile.classifier, profile.run_dir(task.name, "classifier"),
+                              device="cpu", progress=False)
+    trained = shipped["trained"]["synth-age/classifier"].model.state_dict()
+    for name, b in reused.model.state_dict().items():
+        a = trained[name]
+        assert b.dtype == a.dtype, name  # loaded back into the float32 network
+        assert torch.equal(b, a.half().to(a.dtype) if a.dtype == torch.float32 else a), name
+    with pytest.raises(weights.WeightsError, match="classifier_dtype"):
+        weights.ship(shipped["profile"], tmp_path / "bad", classifier_dtype="int8")
