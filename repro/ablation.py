@@ -117,6 +117,9 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
         **{key: observed.get(key) for key in ("agreement_C", "acc_Cprime_originals", "acc_Cprime_reconstructions")},
         "k": profile.eval.k,
+        # How much of each conv layer's output is per-pixel noise (learned strength): a large last
+        # value is the speckle of the reconstruction grids, detail no style coordinate controls.
+        "noise_strength": [round(float(layer.noise_strength), 4) for layer in exp.model.generator.layers],
     }
     for name in ("attfind", "random"):
         summary = methods[name]["observer"]

@@ -61,3 +61,26 @@ def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds
     assert short["agreement_C"] == "0.970 ± 0.000"
     assert long["acc_Cprime_ratio"] == "0.900" and long["attfind_pixel_max_255"] == "80.0"
     assert ablation.measured_models(tmp_path / "missing.jsonl") == ([], [])
+
+
+def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(tmp_path):
+    import json
+
+    from fake_runs import fake_finished_run
+
+    from repro.explain import explain_model
+    from repro.model import load_stylex
+
+    profile, task = fake_finished_run(tmp_path, ("stylex",), observer=True)
+    run_dir = profile.model_dir(task.name, "stylex")
+    (run_dir / "log.jsonl").write_text(json.dumps({"iteration": 12, "sec_per_iter": 0.5}) + "\n")
+    record = ablation.measure_model(profile, task, run_dir, device="cpu", progress=False, n_reconstructions=16)
+    exp = explain_model(profile, task, "stylex", device="cpu", progress=False).results  # reused, not recomputed
+    observed, attfind = exp["observer"]["reconstruction"], exp["methods"]["attfind"]["observer"]
+    assert (record["iterations"], record["sec_per_iter"], record["k"]) == (12, 0.5, profile.eval.k)
+    assert record["acc_Cprime_reconstructions"] == observed["acc_Cprime_reconstructions"]
+    assert record["attfind_flip_C"] == attfind["flip_C"] and record["attfind_flip_Cprime"] == attfind["flip_Cprime"]
+    assert record["random_pixel_max_255"] == exp["methods"]["random"]["observer"]["pixel_max_255"]
+    assert record["l1"] > 0 and (record["lpips_vgg"] is None) == ("unavailable" in record["lpips_source"])
+    # a fresh generator's noise strengths are all 0 (StyleGAN2 initialises them so), one per conv layer
+    assert record["noise_strength"] == [0.0] * len(load_stylex(run_dir).model.generator.layers)
