@@ -101,7 +101,8 @@ def _trained(args: argparse.Namespace, device: torch.device):
     path = Path(args.model)
     run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
     desc = {"kind": "trained", "model": str(args.model), "run": args.label or run,
-            "iteration": int(state.get("iteration", -1)),
+            "iteration": int(state["iteration"]) if "iteration" in state  # a checkpoint; a model.pt records it in metadata
+            else int(json.loads(state.get("metadata") or "{}").get("finished_iteration", -1)),
             "mode": model.arch.mode, "classifier": str(args.classifier_dir), "profile": args.profile,
             "task": args.task, "resolution": model.arch.resolution, "channels": model.arch.channels}
     return model.generator, classifier, sets[0], sets[1], desc

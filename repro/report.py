@@ -135,7 +135,9 @@ def _screened_row(r: dict[str, Any]) -> dict[str, Any]:
     """One row of the screened-AttFind table from an ``attfind_screened.jsonl`` record."""
     model = r["model"]
     name = ("fresh (untrained)" if model["kind"] == "fresh"
-            else f"{model.get('run', '?')} ({model.get('mode', '?')}, iteration {model.get('iteration', '?')})")
+            else f"{model.get('run', '?')} ({model.get('mode', '?')}, iteration {model['iteration']})"
+            if isinstance(model.get("iteration"), int) and model["iteration"] >= 0  # -1: not recorded
+            else f"{model.get('run', '?')} ({model.get('mode', '?')})")
     agreement = r.get("agreement", {})
     flip = agreement.get("flip_rate")
     # the same rates per CPU second (process time): steadier than wall time on a shared machine
