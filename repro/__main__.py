@@ -176,11 +176,14 @@ def cmd_measure(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from repro.ablation import measure_model
+    from repro.ablation import copy_last_grid, measure_model
 
     profile, tasks = _tasks(args)
     for task in tasks:
         run_dir = Path(args.run_dir) if args.run_dir else profile.model_dir(task.name, "stylex", args.seed)
+        if args.grid:
+            grid = copy_last_grid(run_dir, args.grid.format(task=task.name))
+            print(f"last training grid -> {grid}" if grid else f"{run_dir} has no training grid to copy")
         record = {"task": task.name, "run_dir": str(run_dir), "label": args.label,
                   **measure_model(profile, task, run_dir, device=args.device, progress=not args.no_progress,
                                  force=args.force)}
@@ -358,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the model's training seed, one of the profile's seeds (default: the primary one)")
             p.add_argument("--run-dir", default=None, help="measure the stylex model in this folder instead")
             p.add_argument("--label", default="", help="what this model is, for the record")
+            p.add_argument("--grid", default=None,
+                           help="also copy the run's last training grid (held-out originals over "
+                                "reconstructions) to this PNG ({task} is replaced by the task)")
             p.add_argument("--out", default=None, help="append the record to this JSON Lines file")
         if name == "explain":
             p.add_argument("--seed", type=int, default=None,

@@ -195,14 +195,20 @@ def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, An
 def copy_samples(profile: Profile, task: TaskConfig, row: str, figures: str | Path) -> Path | None:
     """The row's last training grid (held-out originals over EMA reconstructions) as
     ``figures/ablation_<task>_<row>.png``, so the rows can be compared by eye."""
+    return copy_last_grid(row_dir(profile, task, row), Path(figures) / f"ablation_{task.name}_{row}.png")
+
+
+def copy_last_grid(run_dir: str | Path, dest: str | Path) -> Path | None:
+    """Copy a training run's last grid (held-out originals over EMA reconstructions, written by the
+    trainer every ``sample_every`` iterations) to ``dest``; None when the run wrote none."""
     import shutil
 
-    grids = sorted((row_dir(profile, task, row) / "samples").glob("iter-*.png"))
+    grids = sorted((Path(run_dir) / "samples").glob("iter-*.png"))
     if not grids:
         return None
-    dest = Path(figures) / f"ablation_{task.name}_{row}.png"
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(grids[-1], dest)
-    return dest
+    return Path(dest)
 
 
 def save_rows(records: list[dict[str, Any]], path: str | Path = "figures/ablation.json") -> Path:

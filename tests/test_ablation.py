@@ -84,3 +84,13 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     assert record["l1"] > 0 and (record["lpips_vgg"] is None) == ("unavailable" in record["lpips_source"])
     # a fresh generator's noise strengths are all 0 (StyleGAN2 initialises them so), one per conv layer
     assert record["noise_strength"] == [0.0] * len(load_stylex(run_dir).model.generator.layers)
+
+
+def test_copy_last_grid_takes_the_newest_training_grid(tmp_path):
+    samples = tmp_path / "run" / "samples"
+    samples.mkdir(parents=True)
+    for it in (200, 1000, 400):
+        (samples / f"iter-{it:07d}.png").write_bytes(f"grid {it}".encode())
+    dest = ablation.copy_last_grid(tmp_path / "run", tmp_path / "figures" / "grid.png")
+    assert dest.read_bytes() == b"grid 1000"
+    assert ablation.copy_last_grid(tmp_path / "empty", tmp_path / "none.png") is None
