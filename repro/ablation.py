@@ -8,6 +8,10 @@ the report uses for every model (``repro.fidelity``) and ``save_rows`` merges th
 not by the report (they cost far more than its budget):
 
     python -m repro ablation --profile default --task synth-age --row landed --iterations 1500
+
+``measure_model`` (``python -m repro measure``) applies the same measures to any trained stylex
+model, e.g. each training seed, or a run resumed to another length; ``measured_models`` turns
+those records into notebook 02's table of lengths and seeds (mean ± std over seeds).
 """
 
 from __future__ import annotations
