@@ -111,6 +111,7 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
     log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
     observed = exp.results["observer"]["reconstruction"] or {}
     methods = exp.results["methods"]
+
     def read(name: str) -> dict[str, Any]:
         return json.loads((run_dir / name).read_text()) if (run_dir / name).exists() else {}
 
@@ -180,11 +181,12 @@ def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, An
         groups.setdefault((r["task"], r.get("iterations"), r.get("train_step", 1)), []).append(r)
     measures = MEASURED_COLUMNS[4:]
     summary = []
+    def ratio(r: dict[str, Any]) -> float | None:  # per model, so that its spread over seeds shows
+        orig, rec = r.get("acc_Cprime_originals"), r.get("acc_Cprime_reconstructions")
+        return rec / orig if orig and rec is not None else None
+
     for (task, iterations, step), rs in groups.items():
-        for r in rs:
-            orig, rec = r.get("acc_Cprime_originals"), r.get("acc_Cprime_reconstructions")
-            r["acc_Cprime_ratio"] = rec / orig if orig and rec is not None else None
-        stats = mean_std([{m: r.get(m) for m in (*measures, "acc_Cprime_ratio")} for r in rs])
+        stats = mean_std([{**{m: r.get(m) for m in measures}, "acc_Cprime_ratio": ratio(r)} for r in rs])
         row: dict[str, Any] = {"task": task, "iterations": iterations, "train_step": step,
                                "seeds": ", ".join(str(r.get("seed")) for r in rs)}
         for m in (*measures[:5], "acc_Cprime_ratio", *measures[5:]):

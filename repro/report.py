@@ -134,10 +134,10 @@ def _attfind_projection(attfind: list[dict[str, Any]]) -> str:
 def _screened_row(r: dict[str, Any]) -> dict[str, Any]:
     """One row of the screened-AttFind table from an ``attfind_screened.jsonl`` record."""
     model = r["model"]
-    name = ("fresh (untrained)" if model["kind"] == "fresh"
-            else f"{model.get('run', '?')} ({model.get('mode', '?')}, iteration {model['iteration']})"
-            if isinstance(model.get("iteration"), int) and model["iteration"] >= 0  # -1: not recorded
-            else f"{model.get('run', '?')} ({model.get('mode', '?')})")
+    iteration = model.get("iteration")
+    known = isinstance(iteration, int) and iteration >= 0  # -1: the record has none
+    name = ("fresh (untrained)" if model["kind"] == "fresh" else
+            f"{model.get('run', '?')} ({model.get('mode', '?')}{f', iteration {iteration}' if known else ''})")
     agreement = r.get("agreement", {})
     flip = agreement.get("flip_rate")
     # the same rates per CPU second (process time): steadier than wall time on a shared machine

@@ -350,9 +350,10 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
     patterns, e.g. ``["*/stylex*", "*/stylegan2"]``; None: every stage). ``model_dtype="float16"``
     stores the generative models' weights as float16 (:func:`half_state`; the manifest records the
     float32 original's sha256 beside the shipped file's), which halves them; ``classifier_dtype``
-    does the same for the classifiers C and C' (rounded to float16, C kept every decision on the
-    default's 2,000 test images per task). Raises :class:`WeightsError` when nothing is finished, or when the files
-    would take more than ``max_bytes`` (None: no cap); nothing is written then.
+    does the same for the classifiers C and C' (the default report, on float16 classifiers, gives
+    the test accuracies their float32 runs recorded). Raises :class:`WeightsError` when nothing is
+    finished, or when the files would take more than ``max_bytes`` (None: no cap); nothing is
+    written then.
     """
     import torch
 
