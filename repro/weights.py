@@ -15,7 +15,9 @@ from its run folder into ``weights/<profile>/``:
 The layout under ``weights/<profile>/`` is the run folder's (``<task>/<component>/``). Each
 weights file is named as torch hub names its files, ``<name>-<first 8 hex digits of its
 sha256>.pt`` (``torch.hub.HASH_REGEX``; e.g. ``model-1a2b3c4d.pt``); the small records keep their
-names. ``manifest.json`` lists, per stage, every file with its full sha256 and size, the
+names, except the ``.jsonl`` logs, shipped gzip-compressed (``log.jsonl.gz``: a training log of
+3,000 iterations is 90 kB as text, a fifth of that compressed) and written back as text by
+``install``. ``manifest.json`` lists, per stage, every file with its full sha256 and size, the
 configuration the stage was trained with, and a **model card**: the command that makes it, the
 git commit shipped from, epochs / iterations, wall time (from the run's own records), the
 machine, the seed and the metrics the stage recorded. ``MODEL_CARD.md`` is the same for people.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import gzip
 import hashlib
 import json
 import os
@@ -250,6 +253,26 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         shutil.copyfileobj(f, out)
 
 
+def _gzip_to(src: Path, dest: Path) -> None:
+    """``src`` gzip-compressed into ``dest``, reproducibly: no name or time in the header, so the
+    same text always gives the same bytes (and sha256)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as f, atomic_write(dest) as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
+        shutil.copyfileobj(f, out)
+
+
+def _gunzip_atomic(src: Path, dest: Path) -> None:
+    with gzip.open(src, "rb") as f, atomic_write(dest) as out:
+        shutil.copyfileobj(f, out)
+
+
+def _installed_sha256(f: dict[str, Any]) -> str:
+    """The sha256 of a manifest file entry as installed in the run folder (a gzip-shipped log is
+    written back as its text, whose sha256 the entry records as ``source_sha256``)."""
+    return f["source_sha256"] if f.get("compression") == "gzip" else f["sha256"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Ship
 
@@ -368,7 +391,13 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
     plan: list[tuple[Stage, list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = []
     not_shipped: dict[str, str] = {}
     out = Path(weights_root) / profile.name
-    converted = out.with_name(f".{out.name}.float16-{os.getpid()}")  # float16 copies, before the copy
+    converted = out.with_name(f".{out.name}.converted-{os.getpid()}")  # float16 / gzip copies, before the copy
+    made_root = not out.parent.exists()
+
+    def discard_converted() -> None:  # and the weights root, where this call made it and nothing was shipped
+        shutil.rmtree(converted, ignore_errors=True)
+        if made_root and out.parent.is_dir() and not any(out.parent.iterdir()):
+            out.parent.rmdir()
     sources: dict[str, Path] = {}  # shipped file -> where it is copied from, where not the run folder
     for stage in profile_stages(profile):
         if stages is not None and not any(fnmatch.fnmatchcase(stage.key, pattern) for pattern in stages):
@@ -393,8 +422,14 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
                 src.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_write(src) as f:
                     torch.save(half_state(state), f)
+            elif name.endswith(".jsonl"):
+                entry = {"compression": "gzip", "source_sha256": sha256_file(src)}
+                name_gz = f"{name}.gz"
+                src = converted / stage.key / name_gz
+                _gzip_to(stage.run_dir / name, src)
             digest = sha256_file(src)
-            shipped = hub_name(name, digest) if name == _weights_name(stage) else name
+            shipped = (hub_name(name, digest) if name == _weights_name(stage)
+                       else f"{name}.gz" if entry.get("compression") == "gzip" else name)
             files.append({"name": name, "file": f"{stage.key}/{shipped}", "sha256": digest,
                           "bytes": src.stat().st_size, **entry})
             if src != stage.run_dir / name:
@@ -402,13 +437,13 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
         card = _model_card(profile, stage, state, commit, dirty, machine)
         plan.append((stage, files, json.loads(json.dumps(state.get("config") or {})), card))
     if not plan:
-        shutil.rmtree(converted, ignore_errors=True)
+        discard_converted()
         raise WeightsError(f"profile {profile.name!r} has no finished stage{' of those selected' if stages else ''} "
                            f"under {Path(profile.run_root) / profile.name} to ship; train them first (bash run_all.sh --profile {profile.name} --retrain, or the "
                            f"commands `python -m repro train-classifier|train-observer|train-stylex`)")
     total = sum(f["bytes"] for _, files, _, _ in plan for f in files)
     if max_bytes is not None and total > max_bytes:
-        shutil.rmtree(converted, ignore_errors=True)
+        discard_converted()
         sizes = sorted(((sum(f["bytes"] for f in files), stage.key) for stage, files, _, _ in plan), reverse=True)
         largest = ", ".join(f"{key} {size / 1e6:.1f} MB" for size, key in sizes[:4])
         raise WeightsError(f"the finished stages of profile {profile.name!r} take {total / 1e6:.1f} MB, over the cap of "
@@ -441,7 +476,7 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(converted, ignore_errors=True)
+        discard_converted()
     return manifest
 
 
@@ -524,7 +559,9 @@ def model_card_markdown(manifest: dict[str, Any]) -> str:
             f"- metrics: {_fmt_metrics(card.get('metrics') or {})}",
             "- files: " + ", ".join(f"`{f['file']}` (sha256 `{f['sha256']}`"
                                     + (f"; stored as {f['stored_dtype']}, from the float32 file with sha256 "
-                                       f"`{f['source_sha256']}`" if f.get("stored_dtype") else "") + ")"
+                                       f"`{f['source_sha256']}`" if f.get("stored_dtype") else "")
+                                    + (f"; gzip of `{f['name']}`, sha256 `{f['source_sha256']}`"
+                                       if f.get("compression") == "gzip" else "") + ")"
                                     for f in entry["files"]),
             "",
         ]
@@ -622,12 +659,19 @@ def install(profile: Profile, weights_root: str | Path = DEFAULT_ROOT) -> Instal
         finishing = {_weights_name(stage), "metrics.json"}  # the trainers' reuse rule: placed last
         files = sorted(entry["files"], key=lambda f: (f["name"] in finishing, f["name"] == "metrics.json"))
         for f in files:
-            _copy_atomic(source / f["file"], stage.run_dir / f["name"])
+            if f.get("compression") == "gzip":
+                _gunzip_atomic(source / f["file"], stage.run_dir / f["name"])
+                if sha256_file(stage.run_dir / f["name"]) != f["source_sha256"]:
+                    raise WeightsError(f"{source / f['file']} does not decompress to the file that was shipped "
+                                       f"(sha256 {f['source_sha256']}); re-fetch weights/{profile.name}/ or use "
+                                       f"--retrain")
+            else:
+                _copy_atomic(source / f["file"], stage.run_dir / f["name"])
             report.bytes_installed += f["bytes"]
         marker = {"profile": profile.name, "stage": stage.key, "source": str(source),
                   "manifest_created": manifest.get("created"), "git_commit": manifest.get("git_commit"),
                   "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "files": {f["name"]: f["sha256"] for f in entry["files"]}}
+                  "files": {f["name"]: _installed_sha256(f) for f in entry["files"]}}
         (stage.run_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         report.installed.append(stage.key)
     return report

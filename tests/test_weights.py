@@ -5,6 +5,8 @@ damaged file is refused, a finished stage is never overwritten, the size cap hol
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import hashlib
 import json
 import shutil
 import subprocess
@@ -99,6 +101,16 @@ def test_ship_writes_hub_named_networks_a_manifest_and_a_model_card(shipped):
         else:
             assert set(state) == {"config", "model", "complete"}
             assert "epoch.pt" not in {f["name"] for f in entry["files"]}
+        for f in entry["files"]:  # the logs travel gzip-compressed, reproducibly, and decompress to the run's text
+            if f["name"].endswith(".jsonl"):
+                assert f["file"].endswith(f"/{f['name']}.gz") and f["compression"] == "gzip"
+                profile = shipped["profile"]
+                text = (Path(profile.run_root) / profile.name / entry["stage"] / f["name"]).read_bytes()
+                assert gzip.decompress((folder / f["file"]).read_bytes()) == text
+                assert f["source_sha256"] == hashlib.sha256(text).hexdigest()
+                assert (folder / f["file"]).read_bytes()[4:8] == b"\0\0\0\0"  # no time stamp in the header
+            else:
+                assert "compression" not in f
         card = entry["card"]
         assert card["command"].startswith("python -m repro train-") and card["git_commit"]
         assert card["seed"] == entry["seed"] and isinstance(card["wall_seconds"], float)
@@ -187,6 +199,7 @@ def test_a_finished_stage_is_never_overwritten_and_remove_takes_back_only_the_in
     assert files_of(mine) == before  # the user's own stage is untouched
     assert not (profile.run_dir(task.name, "observer") / "classifier.pt").exists()
     assert not (profile.model_dir(task.name, "stylex") / "model.pt").exists()
+    assert not (profile.model_dir(task.name, "stylex") / "log.jsonl").exists()  # decompressed on install, removed
     assert (seed1 / "model.pt").exists()  # changed since it was installed: kept
     assert not list(Path(profile.run_root).rglob(weights.MARKER))
 
