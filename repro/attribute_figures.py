@@ -457,8 +457,7 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
                        f"The mean purity of AttFind's top-{gt['k']} coordinates is {v['mean_purity']:.2f}: "
                        + ("each edit changes mostly one factor." if v["mean_purity"] >= TARGETS["purity"] else
                           f"each edit changes many factors a little ({v['no_preference']:.2f} would be no "
-                          "preference at all), so its dominant factor is a weak reading. Whether a longer-trained "
-                          "generator separates the factors better is not measured here."))
+                          "preference at all), so its dominant factor is a weak reading."))
     if targets:
         lines += [""] + targets
     return ("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "
