@@ -181,6 +181,7 @@ def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, An
         groups.setdefault((r["task"], r.get("iterations"), r.get("train_step", 1)), []).append(r)
     measures = MEASURED_COLUMNS[4:]
     summary = []
+
     def ratio(r: dict[str, Any]) -> float | None:  # per model, so that its spread over seeds shows
         orig, rec = r.get("acc_Cprime_originals"), r.get("acc_Cprime_reconstructions")
         return rec / orig if orig and rec is not None else None

@@ -262,9 +262,14 @@ def _gzip_to(src: Path, dest: Path) -> None:
         shutil.copyfileobj(f, out)
 
 
-def _gunzip_atomic(src: Path, dest: Path) -> None:
-    with gzip.open(src, "rb") as f, atomic_write(dest) as out:
-        shutil.copyfileobj(f, out)
+def _gunzip_checked(src: Path, dest: Path, expected_sha256: str) -> None:
+    """Write ``src`` decompressed to ``dest`` (atomically), only if the text has ``expected_sha256``."""
+    data = gzip.decompress(src.read_bytes())  # a training log: tens of kB
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise WeightsError(f"{src} does not decompress to the file that was shipped (sha256 {expected_sha256}); "
+                           f"re-fetch it or use --retrain")
+    with atomic_write(dest) as out:
+        out.write(data)
 
 
 def _installed_sha256(f: dict[str, Any]) -> str:
@@ -424,8 +429,7 @@ def ship(profile: Profile, weights_root: str | Path = DEFAULT_ROOT, *, max_bytes
                     torch.save(half_state(state), f)
             elif name.endswith(".jsonl"):
                 entry = {"compression": "gzip", "source_sha256": sha256_file(src)}
-                name_gz = f"{name}.gz"
-                src = converted / stage.key / name_gz
+                src = converted / stage.key / f"{name}.gz"
                 _gzip_to(stage.run_dir / name, src)
             digest = sha256_file(src)
             shipped = (hub_name(name, digest) if name == _weights_name(stage)
@@ -660,11 +664,7 @@ def install(profile: Profile, weights_root: str | Path = DEFAULT_ROOT) -> Instal
         files = sorted(entry["files"], key=lambda f: (f["name"] in finishing, f["name"] == "metrics.json"))
         for f in files:
             if f.get("compression") == "gzip":
-                _gunzip_atomic(source / f["file"], stage.run_dir / f["name"])
-                if sha256_file(stage.run_dir / f["name"]) != f["source_sha256"]:
-                    raise WeightsError(f"{source / f['file']} does not decompress to the file that was shipped "
-                                       f"(sha256 {f['source_sha256']}); re-fetch weights/{profile.name}/ or use "
-                                       f"--retrain")
+                _gunzip_checked(source / f["file"], stage.run_dir / f["name"], f["source_sha256"])
             else:
                 _copy_atomic(source / f["file"], stage.run_dir / f["name"])
             report.bytes_installed += f["bytes"]

@@ -282,3 +282,14 @@ def test_classifiers_shipped_as_float16_install_and_are_reused_with_rounded_weig
         assert torch.equal(b, a.half().to(a.dtype) if a.dtype == torch.float32 else a), name
     with pytest.raises(weights.WeightsError, match="classifier_dtype"):
         weights.ship(shipped["profile"], tmp_path / "bad", classifier_dtype="int8")
+
+
+def test_a_shipped_log_that_does_not_decompress_to_its_recorded_text_is_not_written(tmp_path):
+    text = b'{"iteration": 10}\n'
+    packed = tmp_path / "log.jsonl.gz"
+    packed.write_bytes(gzip.compress(text))
+    with pytest.raises(weights.WeightsError, match="does not decompress to the file that was shipped"):
+        weights._gunzip_checked(packed, tmp_path / "run" / "log.jsonl", hashlib.sha256(b"other").hexdigest())
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    weights._gunzip_checked(packed, tmp_path / "run" / "log.jsonl", hashlib.sha256(text).hexdigest())
+    assert (tmp_path / "run" / "log.jsonl").read_bytes() == text
