@@ -35,6 +35,7 @@ paper's two-class explanation, unchanged).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,15 +201,17 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     if ev.attfind_screen is not None:  # screened effects depend on the share and the selection that verified them
         stamp = f"{stamp} screen={ev.attfind_screen} {ev.attfind_preset}"
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
+    procedure = {**dataclasses.asdict(ev), "top_single": top_single}
 
     def reuse() -> Explanation:  # the stage's config check: the weights the results were computed from
         results = load_results(run_dir / RESULTS)
         if results.get("fingerprint") != stamp or results.get("observer_fingerprint") != observer_stamp:
             raise CheckpointError("it was computed from other model, classifier or observer weights")
-        # and the procedure: Wu's image count, AttFind's selection (e.g. its unstable share)
-        if (results.get("wu_images", {}).get("requested") != ev.wu_images
-                or results.get("attfind_config") != config.to_dict()):
-            raise CheckpointError("it was computed with another Wu image count or AttFind selection config")
+        # and the procedure: the image counts and seed, the flip-rate settings, AttFind's selection
+        # (e.g. its unstable share) and how many single attributes were measured
+        if results.get("eval_config") != procedure or results.get("attfind_config") != config.to_dict():
+            raise CheckpointError("it was computed with other evaluation settings (EvalConfig, the AttFind "
+                                  "selection or top_single)")
         attrs = {m: Attributes.from_dict(results["methods"][m]["attributes"]) for m in METHODS}
         return Explanation(model, classifier, found, held_out, attrs, results)
 
@@ -222,7 +225,9 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     effects_path = run_dir / EFFECTS
     with timed() as t_eff:
         stamped = effects_path.with_suffix(".fingerprint")
-        if not force and effects_path.exists() and stamped.exists() and stamped.read_text() == stamp:
+        # the effects depend on the weights and on which images AttFind used (their number and draw)
+        effects_stamp = f"{stamp} images={ev.attfind_images} seed={ev.seed}"
+        if not force and effects_path.exists() and stamped.exists() and stamped.read_text() == effects_stamp:
             effects = EffectResult.load(effects_path)
         else:
             if ev.attfind_screen is None:
@@ -232,7 +237,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
                 _, effects = screened_attfind(G, classifier, conv, rgb, found.noise, smin, smax, config,
                                               screen=ev.attfind_screen, progress=progress)
             effects.save(effects_path)
-            stamped.write_text(stamp)
+            stamped.write_text(effects_stamp)
     # Wu: styles and class probabilities of ev.wu_images images (no effect tensor: Wu has no
     # unstable filter, that is AttFind's step 3); positives: softmax > threshold (the replication's
     # rule), or, when no image passes it, Wu's own top 2% (recorded in wu_threshold_used).
@@ -295,6 +300,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         "attfind_images": {"n": len(found), "source": found.source},
         "eval_images": {"n": len(held_out), "source": held_out.source},
         "base_class_counts": torch.bincount(effects.base_logits.argmax(1), minlength=2).tolist(),
+        "eval_config": procedure,
         "attfind_config": config.to_dict(), "wu_threshold_used": wu_threshold, "num_styles": G.num_styles, "style_dims": G.style_dims,
         "wu_images": {**wu_set.record(), "n_positives": wu.details["num_positives"]},
         # AttFind's unstable-image filter: the authors' 750 of 2 x 2 x 5,760 entries as a share of 4S

@@ -172,3 +172,23 @@ def test_explain_json_records_wu_images_and_the_unstable_share(tmp_path):
     profile.eval.wu_images = 32  # another Wu procedure: recomputed (the AttFind effects are reused)
     changed = explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=1).results
     assert changed["wu_images"]["n"] == 32 and changed["wu_images"]["splits"] == {"val": 8, "train": 24}
+
+
+def test_explain_recomputes_when_the_evaluation_settings_change(tmp_path):
+    """A cached explanation (and AttFind effect tensor) is reused only for the settings it was computed with:
+    fewer AttFind images recompute the effects on those images; another flip-rate size recomputes the results."""
+    from repro.attfind import EffectResult
+    from repro.explain import EFFECTS, explain_model
+
+    profile, task = _tiny_run(tmp_path, wu_images=16)
+    first = explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=1).results
+    run_dir = profile.model_dir(task.name, "stylex")
+    assert EffectResult.load(run_dir / EFFECTS).num_images == first["attfind_images"]["n"] == 8
+    assert first["eval_config"]["attfind_images"] == 8 and first["eval_config"]["top_single"] == 1
+    profile.eval.attfind_images = 6  # the fixture's val split holds 8
+    more = explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=1).results
+    assert more["attfind_images"]["n"] == 6 and EffectResult.load(run_dir / EFFECTS).num_images == 6
+    profile.eval.images_per_repeat = 8
+    fewer = explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=1).results
+    assert fewer["methods"]["attfind"]["flip_rate"]["images_per_repeat"] == 8 != more["methods"]["attfind"]["flip_rate"]["images_per_repeat"]
+    assert explain_model(profile, task, "stylex", device="cpu", progress=False, top_single=2).results["eval_config"]["top_single"] == 2
