@@ -123,12 +123,12 @@ def replay(exact: EffectResult, estimate: torch.Tensor, config, share: float, ru
     renders, rounds = int((mask & moved).sum()), 0
     while True:
         result = EffectResult(screened, exact.base_logits, exact.style_dims, exact=is_exact)
-        todo = sorted(i for i in _contenders(result, config, None, runners_up) if not bool(is_exact[:, :, i].all()))
-        if not todo:
+        todo = _contenders(result, config, None, runners_up) & ~is_exact
+        if not bool(todo.any()):
             break
-        renders += int((~is_exact[:, :, todo] & moved[:, :, todo]).sum())
-        screened[:, :, todo] = effect[:, :, todo]
-        is_exact[:, :, todo] = True
+        renders += int((todo & moved).sum())
+        screened[todo] = effect[todo]
+        is_exact |= todo
         rounds += 1
     top, top_exact = run_attfind(result, config).coords[:k], run_attfind(exact, config).coords[:k]
     return {"share": share, "runners_up": runners_up, "overlap": len(set(top) & set(top_exact)),

@@ -628,8 +628,8 @@ def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, 
             runners_up: int = 0) -> tuple[list[int], list[float]]:
     """Spec step 5 on the given images; returns flat picks into [2S] and each pick's mean gain.
 
-    ``contenders`` (screening's verification): a set that collects, at every step, the
-    coordinate index of the pick and of the ``runners_up`` next best columns with a positive mean.
+    ``contenders`` (screening's verification): a set that collects, at every step, the flat
+    column (into [2S]) of the pick and of the ``runners_up`` next best columns with a positive mean.
 
     Deviations only where the notebook degenerates: it stops when no image is left under the
     cap (the notebook would take the mean of an empty set, get NaN and return index 0; the
@@ -653,7 +653,7 @@ def _greedy(effect: np.ndarray, images: np.ndarray, cls: int, num_indices: int, 
         nxt = int(np.argmax(means))
         if contenders is not None:
             top = np.argsort(-means, kind="stable")[:1 + runners_up]
-            contenders.update(int(p) % num_styles for p in top if means[p] > 0)
+            contenders.update(int(p) for p in top if means[p] > 0)
         if not means[nxt] > 0:
             break
         available[nxt] = False
@@ -677,7 +677,7 @@ def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: At
     below ``min_changed_images_fraction`` x (number of images), skips coordinates the check
     rejects. Ties in the count go to the higher flat index (the notebook's reversed argsort,
     made stable). The "gain" reported is the fraction of images moved. ``contenders`` collects
-    the coordinates of every column whose count reaches that of the ``runners_up``-th column after
+    every flat column (into [2S]) whose count reaches that of the ``runners_up``-th column after
     the last one walked (ties included).
     """
     num_styles = effect.shape[2]
@@ -700,7 +700,7 @@ def _image_fraction(effect: np.ndarray, images: np.ndarray, cls: int, config: At
     if contenders is not None and len(order):
         # ties in the count are common (integers): every column tied with the runners-up contends
         bar = max(1, counts[order[min(walked + runners_up, len(order) - 1)]])
-        contenders.update(int(p) % num_styles for p in np.nonzero(counts >= bar)[0])
+        contenders.update(int(p) for p in np.nonzero(counts >= bar)[0])
     return picks, gains
 
 
@@ -830,19 +830,34 @@ def run_attfind(effect_result: EffectResult, config: AttFindConfig | None = None
 
 
 def _contenders(result: EffectResult, config: AttFindConfig, check: CoordinateCheck | None,
-                runners_up: int) -> set[int]:
-    """The coordinates the selection on ``result`` picks, vetoes or ranks among the ``runners_up``
-    next best at any step (per class, as :func:`run_attfind` selects)."""
+                runners_up: int) -> torch.Tensor:
+    """bool [N, 2, S]: the entries of ``result.effect`` the selection on it reads for its choices.
+
+    Per class (as :func:`run_attfind` selects): every column (direction, coordinate) the
+    selection picks, vetoes or ranks among the ``runners_up`` next best at any step, on the
+    images that class's selection runs on (the images predicted as the other class; all images
+    for ``one-vs-all``), since a step compares columns only there; and both directions of every
+    picked coordinate on every image, which its score and mean effect average over. The rest of
+    a contender's column (the other direction, the other class's images) never decides a step.
+    """
     effect, _ = filter_unstable(result.effect, config.unstable_threshold,
                                 config.unstable_limit(int(result.effect.shape[2])))  # as run_attfind filters
     base = _as_numpy(result.base_logits)
-    found: set[int] = set()
+    n_images, _, num_styles, _ = effect.shape
     if config.variant == "one-vs-all":
-        _select(effect, base, 0, config, np.arange(effect.shape[0]), check, found, runners_up)
+        runs = [(0, np.arange(n_images))]
     else:
-        for cls in (0, 1):
-            _select(effect, base, cls, config, None, check, found, runners_up)
-    return found
+        labels = np.argmax(base, axis=1)
+        runs = [(cls, np.nonzero(labels == 1 - cls)[0]) for cls in (0, 1)]
+    needed = np.zeros((n_images, 2, num_styles), dtype=bool)
+    for cls, images in runs:
+        columns: set[int] = set()
+        pairs, _ = _select(effect, base, cls, config, images, check, columns, runners_up)
+        for p in columns:
+            needed[images, p // num_styles, p % num_styles] = True
+        for _, i in pairs:
+            needed[:, :, i] = True
+    return torch.from_numpy(needed)
 
 
 def screened_attfind(G: Generator, classifier: nn.Module, conv_styles: Sequence[torch.Tensor],
@@ -863,12 +878,13 @@ def screened_attfind(G: Generator, classifier: nn.Module, conv_styles: Sequence[
        (``zero``: only rendered entries count).
     2. **Verify** (the margin): the authors' selection (:func:`run_attfind`'s, with ``config``)
        runs on that tensor; at every greedy step the pick and the ``runners_up`` next best
-       coordinates (vetoed ones included) are collected, and every such coordinate whose column
-       is not exact yet is rendered for all images and both directions. Repeat until all of them
-       are exact, then select. Each greedy step then chooses among exact columns: the picks, their
-       scores and mean effects come from exact renders, and the choice is exact AttFind's (up to
-       ties) unless the exact winner of a step is a column that screening left below the
-       ``runners_up`` next best (its unrendered entries' fill too low).
+       columns (vetoed ones included) are collected, and what the selection reads of them and is
+       not exact yet is rendered (:func:`_contenders`): each such column on the images its class's
+       selection runs on, and both directions of every picked coordinate on all images. Repeat
+       until all of it is exact, then select. Each greedy step then chooses among exact columns:
+       the picks, their scores and mean effects come from exact renders, and the choice is exact
+       AttFind's (up to ties) unless the exact winner of a step is a column that screening left
+       below the ``runners_up`` next best (its unrendered entries' fill too low).
 
     ``screen`` 1.0 renders everything: the exact effect tensor, bit for bit, and exact AttFind.
     ``result.exact`` marks the exact entries; ``result.screen`` (also
@@ -892,17 +908,14 @@ def screened_attfind(G: Generator, classifier: nn.Module, conv_styles: Sequence[
         record["runners_up"] = int(runners_up)
         while True:
             result = renderer.result(effect, computed, exact, record)
-            todo = sorted(i for i in _contenders(result, config, check, runners_up)
-                          if not bool(result.exact[:, :, i].all()))
-            if not todo:
+            mask = _contenders(result, config, check, runners_up).to(renderer.device) & ~exact
+            if not bool(mask.any()):
                 return run_attfind(result, config, check=check), result
-            columns = torch.as_tensor(todo, device=renderer.device)
-            mask = torch.zeros_like(exact)
-            mask[:, :, columns] = ~exact[:, :, columns]
             bar.total += renderer.n_images * len(renderer.dims)
             record["renders"] += renderer.render(mask, effect, bar)
-            exact[:, :, columns] = True
+            exact |= mask
             record["rounds"] += 1
-            record["verified_coordinates"] = sorted(record["verified_coordinates"] + todo)
+            todo = torch.nonzero(mask.any(1).any(0)).flatten().tolist()
+            record["verified_coordinates"] = sorted(set(record["verified_coordinates"]) | set(todo))
     finally:
         bar.close()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tiny_nets
-from repro.attfind import (SCREEN_RUNNERS_UP, AttFindConfig, EffectResult, _greedy, compute_effects,
+from repro.attfind import (SCREEN_RUNNERS_UP, AttFindConfig, EffectResult, _contenders, _greedy, compute_effects,
                            first_order_effects, get_preset, run_attfind, screened_attfind)
 
 
@@ -127,7 +127,28 @@ def test_contenders_leave_the_greedy_unchanged():
     found: set[int] = set()
     picks2, gains2 = _greedy(effect, images, 0, 6, 1.0, None, found, 2)
     assert picks == picks2 and gains == gains2
-    assert {p % 30 for p in picks} <= found and len(found) <= 3 * len(picks)
+    assert set(picks) <= found and len(found) <= 3 * len(picks)  # flat columns into [2S]
+
+
+@pytest.mark.parametrize("preset", ["replication", "authors-one-vs-all", "authors-image-fraction"])
+def test_verification_covers_what_the_selection_reads(preset):
+    """The entries verification renders (_contenders) are all the selection reads: with every other
+    entry set to 0 the same list and scores come out; and they are fewer than whole columns of the
+    same coordinates (a contender is read in one direction, on its class's images)."""
+    rng = np.random.default_rng(1)
+    effect = torch.as_tensor(0.5 * rng.normal(size=(16, 2, 24, 2)), dtype=torch.float32)  # no unstable image
+    base = torch.as_tensor(rng.normal(size=(16, 2)), dtype=torch.float32)
+    config = dataclasses.replace(get_preset(preset), num_indices=3, effect_threshold=0.1)
+    full = EffectResult(effect, base)
+    needed = _contenders(full, config, None, 2)
+    attrs = run_attfind(full, config)
+    assert not attrs.details["unstable_images"]
+    for _, i in attrs.coords:  # every listed coordinate: both directions, every image
+        assert bool(needed[:, :, i].all())
+    only = run_attfind(EffectResult(torch.where(needed[..., None], effect, torch.zeros(())), base), config)
+    assert only.coords == attrs.coords and only.scores == pytest.approx(attrs.scores, abs=1e-12)
+    touched = needed.any(1).any(0)
+    assert int(needed.sum()) < 16 * 2 * int(touched.sum())
 
 
 def test_screened_effects_save_load_and_bad_arguments(tiny_setup, tmp_path):
