@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--task", default="synth-age")
     parser.add_argument("--resolution", type=int, default=32, help="fresh model: generator resolution")
     parser.add_argument("--channels", type=int, default=64, help="fresh model: generator channels")
-    parser.add_argument("--images", type=int, default=32, help="N AttFind images (the default profile: 32)")
+    parser.add_argument("--images", type=int, default=0,
+                        help="N AttFind images (0: the profile's attfind_images with --model, 32 for a fresh model)")
     parser.add_argument("--exact-images", type=int, default=0,
                         help="images the exact batched path is timed on (0: all N; agreement needs all)")
     parser.add_argument("--reference-images", type=int, default=2, help="images the reference path is timed on")
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = load_average()
     n_held = max(1, args.flip_repeats) * args.flip_images
     if args.model is None:
-        G, C, found, held, model_desc = _fresh(args, device, args.images, n_held)
+        G, C, found, held, model_desc = _fresh(args, device, args.images or 32, n_held)
     else:
         G, C, found, held, model_desc = _trained(args, device)
     conv, rgb, noise = found

@@ -49,13 +49,20 @@ def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds
 
     lines = [record(0, 0.1, 0.1),            # replaced by the newer record of the same model below
              record(0, 0.6, 0.7), record(1, 0.8, 0.9),
-             record(0, 0.72, 0.8, iterations=3000, run="runs/s0")]  # the same folder trained longer
+             record(0, 0.72, 0.8, iterations=3000, run="runs/s0"),  # the same folder trained longer
+             # the same model measured with AttFind on 128 images: a row of its own, not a replacement
+             {**record(0, 0.72, 0.9, iterations=3000, run="runs/s0"), "attfind_images": 128},
+             {**record(5, 0.7, 0.6, iterations=3000, run="runs/bf16"), "precision": "bf16"}]
     path = tmp_path / "measures.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     per_model, over_seeds = ablation.measured_models(path)
-    assert [(r["seed"], r["iterations"]) for r in per_model] == [(0, 1500), (1, 1500), (0, 3000)]
-    short, long = over_seeds
+    assert [(r["seed"], r["iterations"], r["precision"], r["attfind_images"]) for r in per_model] == [
+        (0, 1500, "fp32", 32), (1, 1500, "fp32", 32), (5, 3000, "bf16", 32), (0, 3000, "fp32", 32),
+        (0, 3000, "fp32", 128)]
+    short, bf16, long, long128 = over_seeds
     assert (short["iterations"], short["seeds"], long["seeds"]) == (1500, "0, 1", "0")
+    assert (bf16["precision"], bf16["seeds"]) == ("bf16", "5") and long128["attfind_flip_C"] == "0.900"
+    assert (long["precision"], long["attfind_images"], long128["attfind_images"]) == ("fp32", 32, 128)
     assert short["attfind_flip_C"] == "0.800 ± 0.141"        # mean and sample std of 0.7 and 0.9
     assert short["acc_Cprime_ratio"] == "0.875 ± 0.177"       # (0.6 / 0.8, 0.8 / 0.8)
     assert short["agreement_C"] == "0.970 ± 0.000"
@@ -78,6 +85,7 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     exp = explain_model(profile, task, "stylex", device="cpu", progress=False).results  # reused, not recomputed
     observed, attfind = exp["observer"]["reconstruction"], exp["methods"]["attfind"]["observer"]
     assert (record["iterations"], record["sec_per_iter"], record["k"]) == (12, 0.5, profile.eval.k)
+    assert (record["precision"], record["attfind_images"]) == ("fp32", exp["attfind_images"]["n"])
     assert record["acc_Cprime_reconstructions"] == observed["acc_Cprime_reconstructions"]
     assert record["attfind_flip_C"] == attfind["flip_C"] and record["attfind_flip_Cprime"] == attfind["flip_Cprime"]
     assert record["random_pixel_max_255"] == exp["methods"]["random"]["observer"]["pixel_max_255"]
