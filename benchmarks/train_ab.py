@@ -13,6 +13,8 @@ revision. Appends one JSON line to ``benchmarks/results/train_ab.jsonl``. A meas
     python benchmarks/train_ab.py --before HEAD~1                      # default profile, stylex, 1 thread
     python benchmarks/train_ab.py --before 8e2115f --modes stylex stylegan2 --rounds 5 --threads 2
     python benchmarks/train_ab.py --before HEAD --set-b '{"channels_last": true}'   # a setting, same code
+    python benchmarks/train_ab.py --before HEAD --set-a '{"precision": "bf16"}' \
+        --set-b '{"precision": "bf16", "channels_last": true}'                     # a setting on top of another
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--set-b", type=json.loads, default={},
                         help='StylExConfig fields set on side B only, as JSON, e.g. \'{"channels_last": true}\' '
                              '(with --before HEAD and no changes: a same-code A/B of a setting)')
+    parser.add_argument("--set-a", type=json.loads, default={},
+                        help="StylExConfig fields set on side A only, as JSON (the baseline of a --set-b A/B)")
     parser.add_argument("--label", default="", help="what B changes, for the record")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -109,7 +113,7 @@ def main() -> None:
                     order = [("a", tree_a), ("b", tree_b)] if r % 2 == 0 else [("b", tree_b), ("a", tree_a)]
                     for side, tree in order:
                         runs[side].append(time_once(tree, args.profile, mode, args.iterations, args.threads,
-                                                    args.set_b if side == "b" else None))
+                                                    args.set_b if side == "b" else args.set_a))
                     ra, rb = runs["a"][-1], runs["b"][-1]
                     print(f"{mode} round {r + 1}: CPU s/iter A {ra['cpu_sec_per_iter']:.3f}, B {rb['cpu_sec_per_iter']:.3f}"
                           f" (B faster by {ra['cpu_sec_per_iter'] / rb['cpu_sec_per_iter']:.3f}x); wall "
@@ -118,7 +122,8 @@ def main() -> None:
                 record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                           "profile": args.profile, "mode": mode, "threads": args.threads, "batch": batch,
                           "iterations": args.iterations, "rounds": args.rounds, "label": args.label,
-                          "rev_a": rev_a, "rev_b": rev_b, "set_b": args.set_b}
+                          "rev_a": rev_a, "rev_b": rev_b, "set_b": args.set_b,
+                          **({"set_a": args.set_a} if args.set_a else {})}
                 for kind in ("cpu", "wall"):
                     a = [batch / x[f"{kind}_sec_per_iter"] for x in runs["a"]]
                     b = [batch / x[f"{kind}_sec_per_iter"] for x in runs["b"]]
