@@ -371,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
             p.add_argument("--precision", default=None, choices=list(PRECISIONS),
-                           help="fp32 (reference), tf32 (CUDA) or bf16 autocast; checked against fp32 at "
-                                "the start (default: the profile's, fp32)")
+                           help="fp32 (reference), tf32 (CUDA), bf16 autocast, or auto (bf16 where the device "
+                                "computes it natively, else fp32); checked against fp32 at the start (default: "
+                                "the profile's)")
             p.add_argument("--channels-last", action="store_true", help="NHWC conv layout (GPU)")
             p.add_argument("--seed", type=int, default=None,
                            help="training seed, one of the profile's seeds (default: the primary one)")

@@ -164,8 +164,9 @@ class StylExConfig:
         log_every / sample_every / checkpoint_every: intervals in iterations.
         keep_checkpoints: how many recent checkpoints to keep.
         seed: initialisation, noise and batch-order seed.
-        precision: ``fp32`` (reference), ``tf32`` (TF32 matmuls/convs on CUDA) or ``bf16``
-            (bfloat16 autocast of the network forward passes); see ``repro.precision``.
+        precision: ``fp32`` (reference), ``tf32`` (TF32 matmuls/convs on CUDA), ``bf16``
+            (bfloat16 autocast of the network forward passes) or ``auto`` (bf16 where the device
+            computes it natively, else fp32); see ``repro.precision``.
         channels_last: NHWC memory layout for the conv networks (pays on GPUs with tensor cores).
     """
 

@@ -4,9 +4,12 @@
 
     fp32   the reference: true fp32 matmuls and convolutions (TF32 switched off on CUDA).
     tf32   TF32 tensor-core matmuls and convolutions on CUDA (Ampere or newer); fp32 storage.
-    bf16   bfloat16 autocast of the network forward passes (CUDA, or CPU for tests); losses,
-           R1 and path-length penalties, optimiser state and EMA stay fp32. No loss scaling is
-           needed: bfloat16 has fp32's exponent range.
+    bf16   bfloat16 autocast of the network forward passes (CUDA, or CPU); losses, R1 and
+           path-length penalties, optimiser state and EMA stay fp32. No loss scaling is needed:
+           bfloat16 has fp32's exponent range.
+    auto   bf16 where the device computes bfloat16 natively (a CUDA GPU that supports it; a CPU
+           with AVX512-BF16 or AMX-BF16), fp32 elsewhere (:func:`resolve`); the run's
+           ``metadata.json`` records what it resolved to.
 
 ``StylExConfig.channels_last`` stores the conv networks NHWC, which tensor cores prefer.
 
@@ -25,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16", "auto")
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
 # Largest accepted mean |image difference| (images in [-1, 1]) and max |probability difference|
 # between a reduced-precision render and the fp32 one.
 IMAGE_TOLERANCE = 0.02
@@ -34,6 +38,34 @@ PROB_TOLERANCE = 0.05
 
 class PrecisionMismatch(RuntimeError):
     """A reduced-precision render differs from the fp32 one beyond tolerance."""
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bfloat16 support, or a CPU
+    with one of :data:`CPU_BF16_FLAGS` (elsewhere bfloat16 is emulated and can be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(_cpu_flags() & set(CPU_BF16_FLAGS))
+
+
+def resolve(precision: str, device: torch.device) -> str:
+    """The precision a run on ``device`` uses: ``auto`` becomes ``bf16`` where :func:`native_bf16`,
+    else ``fp32``; the others are returned unchanged (:func:`validate` them)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def validate(precision: str, device: torch.device) -> None:

@@ -55,6 +55,7 @@ from repro.model import FINAL, StylExArch, StylExModel, TrainResult, load_stylex
 from repro.networks import Discriminator
 from repro.perceptual import LPIPSLoss
 from repro.precision import autocast, matmul_mode, memory_format, numerical_check, require_close
+from repro.precision import resolve as resolve_precision
 from repro.precision import validate as validate_precision
 from repro.stage import StageDir
 from repro.utils import pick_device, seed_everything, tqdm, write_atomic
@@ -184,6 +185,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     validate_precision(config.precision, dev)
+    precision = resolve_precision(config.precision, dev)  # "auto": bf16 where the device has it natively
     if world > 1:
         _init_distributed(dev)
     total_iters = iterations if iterations is not None else config.iterations
@@ -277,10 +279,11 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
 
     metadata = {"mode": mode, "lpips": lpips_status, "device": str(dev), "world_size": world,
                 "torch": torch.__version__, "batch_per_process": batch,
-                "precision": config.precision, "channels_last": config.channels_last,
+                "precision": precision, "channels_last": config.channels_last,
+                **({"precision_requested": config.precision} if config.precision != precision else {}),
                 "loss_weights": to_dict(w), "started_at_iteration": start_iter, "train_step": TRAIN_STEP}
-    if config.precision != "fp32":  # trusted only after a fixed render agrees with fp32
-        metadata["precision_check"] = numerical_check(model, classifier, config.precision, dev)
+    if precision != "fp32":  # trusted only after a fixed render agrees with fp32
+        metadata["precision_check"] = numerical_check(model, classifier, precision, dev)
     if rank == 0:
         write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     if "precision_check" in metadata:
@@ -290,7 +293,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             print(f"LPIPS is unavailable ({lpips_status}); training without the LPIPS term. "
                   f"README.md, 'LPIPS offline', says where to place its weights.")
 
-    amp = partial(autocast, config.precision, dev)
+    amp = partial(autocast, precision, dev)
     stop = {"signal": None}
     n_grid = min(8, len(held_out))  # a small folder of your own may hold fewer than 8 validation images
     grid_x = held_out.batch(slice(0, n_grid), dev)
@@ -328,7 +331,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     t_last, it_last = time.perf_counter(), start_iter
     iteration = start_iter
     precision_scope = contextlib.ExitStack()
-    precision_scope.enter_context(matmul_mode(config.precision))  # TF32 on/off, restored in `finally`
+    precision_scope.enter_context(matmul_mode(precision))  # TF32 on/off, restored in `finally`
     handlers = _install_stop_handlers(stop)  # every rank: torchrun forwards SIGTERM to all of them
     try:
         while iteration < total_iters:

@@ -57,6 +57,32 @@ def test_matmul_mode_restores_the_flags():
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
+def test_auto_is_bf16_only_where_the_device_has_it_natively(monkeypatch):
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert precision.native_bf16(CPU) and precision.resolve("auto", CPU) == "bf16"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert precision.resolve("auto", CPU) == "bf16"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f"})  # bf16 would be emulated
+    assert not precision.native_bf16(CPU) and precision.resolve("auto", CPU) == "fp32"
+    monkeypatch.setattr(precision, "_cpu_flags", set)  # no /proc/cpuinfo (macOS, Windows)
+    assert precision.resolve("auto", CPU) == "fp32"
+    for explicit in ("fp32", "bf16", "tf32"):  # an explicit choice is kept as it is
+        assert precision.resolve(explicit, CPU) == explicit
+    assert precision.resolve("auto", torch.device("meta")) == "fp32"
+    precision.validate("auto", CPU)
+
+
+def test_auto_training_records_what_it_resolved_to(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx512_bf16"})
+    _first_step_losses(tmp_path / "bf16", precision="auto")
+    meta = json.loads((tmp_path / "bf16" / "metadata.json").read_text())
+    assert (meta["precision"], meta["precision_requested"]) == ("bf16", "auto") and meta["precision_check"]["ok"]
+    monkeypatch.setattr(precision, "_cpu_flags", set)
+    _first_step_losses(tmp_path / "fp32", precision="auto")
+    meta = json.loads((tmp_path / "fp32" / "metadata.json").read_text())
+    assert (meta["precision"], meta["precision_requested"]) == ("fp32", "auto") and "precision_check" not in meta
+
+
 def _first_step_losses(tmp_path, **flags) -> dict[str, float]:
     data = DataConfig(task="synth-age", resolution=32, n_train=32, n_val=8, n_test=8,
                       cache_dir=str(tmp_path.parent / "cache"))
@@ -66,8 +92,9 @@ def _first_step_losses(tmp_path, **flags) -> dict[str, float]:
     classifier = build_classifier(2).eval()
     train_stylex("stylex", data, config, classifier, tmp_path, device="cpu", progress=False)
     meta = json.loads((tmp_path / "metadata.json").read_text())
-    assert meta["precision"] == config.precision and meta["channels_last"] == config.channels_last
-    if config.precision != "fp32":
+    assert meta["precision"] == precision.resolve(config.precision, CPU) and meta["channels_last"] == config.channels_last
+    assert meta.get("precision_requested") == (config.precision if config.precision == "auto" else None)
+    if meta["precision"] != "fp32":
         assert meta["precision_check"]["ok"]
     record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     return {k: v for k, v in record.items() if k in ("d_adv", "adv", "img_l1", "latent_l1", "classifier_kl", "r1")}
