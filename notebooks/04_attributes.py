@@ -185,6 +185,22 @@ else:
     print(f"ground truth of {len(gt_results)} models in {t_gt['seconds']:.0f} s")
 
 # %% [markdown]
+# **The purity a real change reads at.** The probe never reads one factor alone: a picture in
+# which only the wrinkles changed also moves its other readings a little. So the same probe reads
+# real one-factor changes of the renderer (a quarter of the factor's range, and its whole range),
+# everything else kept: their purity is what a perfectly disentangled edit of that size would
+# score, the reference for the purity of the edits above.
+
+# %%
+if synthetic_tasks:
+    t = synthetic_tasks[0]
+    purity_reference = groundtruth.real_change_purity(groundtruth.load_or_train_probe(P, t, device=dev), t.stylex_data)
+    (ctx.figures / "purity_reference.json").write_text(json.dumps(purity_reference, indent=1) + "\n")
+    purity_table = report.markdown_table(groundtruth.real_change_rows(purity_reference), floatfmt=".2f")
+    (ctx.figures / "purity_reference.md").write_text(purity_table + "\n")
+    display(Markdown(purity_table))
+
+# %% [markdown]
 # ## Files written
 
 # %%
