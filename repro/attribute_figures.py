@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 METHOD_NAMES = {"attfind": "AttFind", "wu": "Wu et al.", "random": "random"}
 POOL = 256  # held-out images scanned for base classes when choosing examples
+AFFECTED_POOL = 64  # held-out images an attribute is tried on to find those it moves most (affected_images)
 
 
 def one_thread(fn: Callable[..., T]) -> Callable[..., T]:
@@ -150,6 +151,40 @@ def choose_images(explanation: Explanation, n_images: int = 4, *, pool: int = PO
     return ImageChoice(indices, [base[i] for i in indices])
 
 
+@torch.inference_mode()
+def affected_images(explanation: Explanation, edit: tuple[int, int], n_images: int = 4, *,
+                    pool: int = AFFECTED_POOL) -> ImageChoice:
+    """The ``n_images`` held-out images ``edit`` moves most, half of each base class where possible.
+
+    Among the first ``pool`` held-out images, each is pushed towards the other class by ``edit``
+    (as :func:`counterfactuals` does, with the explanation's targets) and ranked by how much the
+    classifier's probability of that class rises. Where an attribute matters, not where it does
+    not: a figure drawn from these images says so in its title.
+    """
+    probs = base_classes(explanation, pool)
+    base = probs.argmax(1)
+    smin, smax = explanation.targets
+    gain = torch.full((len(base),), -float("inf"))
+    for cls in (0, 1):
+        idx = torch.nonzero(base == cls).flatten()
+        if len(idx):
+            edited = edit_render(explanation.model, explanation.eval_set.subset(idx), [toward_class(edit, cls)], 1.0,
+                                 smin, smax)
+            gain[idx] = class_probability(explanation.classifier, edited, 1 - cls).cpu() - probs[idx, 1 - cls].cpu()
+    by_class = {c: [int(i) for i in torch.nonzero(base == c).flatten()[gain[base == c].argsort(descending=True)]]
+                for c in (0, 1)}
+    want = {0: n_images // 2, 1: n_images - n_images // 2}
+    for c in (0, 1):
+        short = want[c] - len(by_class[c])
+        if short > 0:
+            want[c] -= short
+            want[1 - c] += short
+    indices = by_class[0][:want[0]] + by_class[1][:want[1]]
+    if not indices:
+        raise ValueError("the explanation has no held-out images to draw")
+    return ImageChoice(indices, [int(base[i]) for i in indices])
+
+
 def counterfactuals(explanation: Explanation, edit: tuple[int, int], choice: ImageChoice,
                     style_min: torch.Tensor, style_max: torch.Tensor, amount: float = 1.0) -> Counterfactuals:
     """Originals and edits of ``choice``: each image pushed towards the other class by ``edit``.
@@ -246,10 +281,12 @@ def attribute_panel(explanation: Explanation, attributes: Attributes | str, rank
 
 @one_thread
 def plot_attributes(explanation: Explanation, method: str, path: str | Path, *, top: int = 4, n_images: int = 4,
-                    class_names: Sequence[str], cols: int = 2):
+                    class_names: Sequence[str], cols: int = 2, affected: bool = False):
     """The top ``top`` attributes of ``method`` as a grid of panels (report Figures 3-6, 9); saved to ``path``.
 
-    The same images are used for every attribute, so the panels compare attributes, not images.
+    The same images are used for every attribute, so the panels compare attributes, not images;
+    ``affected`` instead draws each attribute on the held-out images it moves most
+    (:func:`affected_images`), which shows what it does where it matters (the title says so).
     The figure is saved at a fixed size (``cols`` x rows panels of :func:`panel_size` at ``DPI``),
     so its pixel size is predictable.
     """
@@ -266,11 +303,14 @@ def plot_attributes(explanation: Explanation, method: str, path: str | Path, *, 
     fig = plt.figure(figsize=(w * cols, h * rows + 0.3), dpi=DPI)
     task, mode = explanation.results.get("task", ""), explanation.results.get("mode", "")
     header, body = fig.subfigures(2, 1, height_ratios=[0.3, h * rows])
-    header.suptitle(f"{method_name(method)}: top {top} attributes, {task} {mode} (held-out images)", fontsize=9)
+    shown = (f"the {len(choice.indices)} of the first {AFFECTED_POOL} held-out images each moves most" if affected
+             else "held-out images")
+    header.suptitle(f"{method_name(method)}: top {top} attributes, {task} {mode} ({shown})", fontsize=9)
     grid = body.subfigures(rows, cols, squeeze=False)
     for r in range(top):
         attribute_panel(explanation, attrs, r, class_names=class_names, fig=grid[r // cols][r % cols],
-                        choice=choice, targets=ranges)
+                        choice=affected_images(explanation, attrs.coords[r], n_images) if affected else choice,
+                        targets=ranges)
     for r in range(top, rows * cols):
         grid[r // cols][r % cols].set_visible(False)
     return _save_fixed(fig, path)
@@ -352,13 +392,14 @@ def attribute_frames(explanation: Explanation, edit: tuple[int, int], choice: Im
 
 @one_thread
 def attribute_gifs(explanation: Explanation, method: str, out_dir: str | Path, *, top: int = 4,
-                   n_images: int = 4, steps: int = 6, scale: int = 2, colors: int = 128) -> list[Path]:
+                   n_images: int = 4, steps: int = 6, scale: int = 2, colors: int = 128,
+                   affected: bool = False) -> list[Path]:
     """One looping GIF per top attribute of ``method``: ``n_images`` held-out images side by side.
 
     Each image's coordinate moves smoothly from its own value to the target that pushes it
     towards the other class (shift size 0 -> 1 over ``steps`` frames) and back
     (:func:`attribute_frames`, ``2 * steps - 2`` frames); the images are those of
-    :func:`plot_attributes` (class 0 images first). Files are named by :func:`gif_name`; one
+    :func:`plot_attributes` with the same ``affected`` (class 0 images first). Files are named by :func:`gif_name`; one
     shared palette of ``colors`` colours keeps a 32 px, 4-image GIF at tens of KB.
     """
     attrs = explanation.attributes[method]
@@ -366,7 +407,8 @@ def attribute_gifs(explanation: Explanation, method: str, out_dir: str | Path, *
     smin, smax = explanation.targets
     paths = []
     for rank in range(min(top, len(attrs))):
-        frames = attribute_frames(explanation, attrs.coords[rank], choice, smin, smax, steps)
+        shown = affected_images(explanation, attrs.coords[rank], n_images) if affected else choice
+        frames = attribute_frames(explanation, attrs.coords[rank], shown, smin, smax, steps)
         paths.append(save_gif(frames, Path(out_dir) / gif_name(explanation, method, rank), scale=scale,
                               colors=colors))
     return paths
@@ -466,6 +508,6 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
 
 
 __all__ = ["ImageChoice", "Counterfactuals", "attribute_findings", "attribute_gifs", "attribute_label",
-           "attribute_panel", "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name",
+           "affected_images", "attribute_panel", "base_classes", "choose_images", "counterfactuals", "folder_size", "gif_name",
            "layer_channel", "mean_effect", "method_name", "panel_size", "plot_attributes", "plot_effects",
            "top_attribute_rows"]

@@ -14,6 +14,9 @@ things the paper could only ask people about can be measured here:
    back) is applied to held-out images before and after a StyleSpace edit; the factor that moves
    most is the coordinate's *dominant* factor, and its share of the total change its *purity*.
 
+:func:`real_change_purity` reads real one-factor changes of the renderer with the same probe:
+the purity a perfectly disentangled edit would show, the reference for the edits' purity.
+
 :func:`evaluate` puts the two together per model and method: precision@k is the share of the
 top-k coordinates whose dominant factor is one the classifier truly uses, and "spurious exposed"
 says whether some top-k coordinate is dominated by the planted spurious factor.
@@ -174,6 +177,61 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
         out.append({"coord": tuple(coord), "changes": {n: float(v) for n, v in zip(names, change)},
                     "total": total, "dominant": names[j], "purity": float(change[j]) / total if total > 0 else 0.0})
     return out
+
+
+def real_change_purity(probe: AttributeProbe, data: DataConfig, *, n: int = 256, steps: Sequence[float] = (0.25, 1.0),
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """The purity the probe reads for a *real* one-factor change: the reference an edit's purity
+    (:func:`coordinate_factors`) is read against, since the probe never reads one factor alone.
+
+    On ``n`` test factor rows (rows ``seed * n ..``), every factor the probe reads is changed by
+    ``step`` of its range, all others and the per-image detail kept, and the images are read
+    before and after: continuous factors move up by ``step`` x range (down where up leaves the
+    range), cyclic hues by ``step`` / 2 of the circle (1.0: the opposite hue), binary factors are
+    flipped (only at step 1). Returns one dict per (step, factor): ``factor``, ``step``, ``total``
+    (summed change, normalised units), ``dominant`` and ``purity`` (the changed factor's own share
+    of the total).
+    """
+    if data.dataset != "synthetic":
+        raise ValueError(f"real factor changes need the synthetic data set (known factors), not {data.dataset!r}")
+    factors = sample_factors(n, data.seed, "test", start=seed * n)
+    names = probe.factor_names
+
+    def read(rows: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(render(rows, data.resolution)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return probe.predict(images.to(next(probe.parameters()).device)).cpu()
+
+    before = read(factors)
+    out = []
+    for step in steps:
+        for name in names:
+            f, own = FACTOR_BY_NAME[name], factors[:, FACTOR_COLUMN[name]]
+            if f.kind == "binary":
+                if step != 1.0:
+                    continue
+                new = 1.0 - own
+            elif name in CYCLIC:
+                new = np.remainder(own + 0.5 * step, 1.0)
+            else:
+                up = own + step * (f.high - f.low)
+                new = np.where(up <= f.high, up, own - step * (f.high - f.low))
+            change = factor_change(before, read(intervene(factors, name, new)), names).mean(0)
+            total = float(change.sum())
+            out.append({"factor": name, "step": float(step), "total": total, "dominant": names[int(change.argmax())],
+                        "purity": float(change[names.index(name)]) / total if total > 0 else 0.0})
+    return out
+
+
+def real_change_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`real_change_purity`'s result as a table: one row per factor, total and purity per step."""
+    steps = sorted({r["step"] for r in rows})
+    columns = [f"{what} @ {step:g}" for step in steps for what in ("total", "purity")]
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        row = table.setdefault(r["factor"], {"factor": r["factor"], **{c: "-" for c in columns}})
+        row[f"total @ {r['step']:g}"] = round(r["total"], 3)
+        row[f"purity @ {r['step']:g}"] = round(r["purity"], 2)
+    return list(table.values())
 
 
 # ---------------------------------------------------------------------------------------------

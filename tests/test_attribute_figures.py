@@ -80,6 +80,27 @@ def test_choose_images_splits_and_fills(tiny, monkeypatch):
     assert choice.indices == [0, 1, 2, 3] and choice.base_class == [0] * 4
 
 
+def test_affected_images_are_those_the_edit_moves_most(tiny, tmp_path):
+    """Per base class, the chosen images are the ones whose probability of the other class the
+    edit raises most (checked against counterfactuals of every image); figures and GIFs take them."""
+    edit = tiny.attributes["attfind"].coords[0]
+    smin, smax = tiny.targets
+    pool = len(tiny.eval_set)
+    every = af.choose_images(tiny, pool, pool=pool)  # all images, with their base classes
+    cf = af.counterfactuals(tiny, edit, every, smin, smax)
+    gain = {i: cf.p_edited[j] - cf.p_original[j] for j, i in enumerate(every.indices)}
+    choice = af.affected_images(tiny, edit, 4, pool=pool)
+    assert len(choice.indices) == 4 and choice.base_class == sorted(choice.base_class)
+    for j, i in enumerate(choice.indices):
+        same_class = [k for k, b in zip(every.indices, every.base_class) if b == choice.base_class[j]]
+        rank = sorted(same_class, key=lambda k: -gain[k]).index(i)
+        assert rank < choice.base_class.count(choice.base_class[j]), (i, rank)
+    af.plot_attributes(tiny, "attfind", tmp_path / "affected.png", top=2, n_images=4, class_names=NAMES,
+                       affected=True)
+    paths = af.attribute_gifs(tiny, "attfind", tmp_path, top=1, n_images=4, steps=3, affected=True)
+    assert (tmp_path / "affected.png").stat().st_size > 0 and paths[0].exists()
+
+
 def test_counterfactuals_push_each_class_the_other_way(tiny):
     choice = af.ImageChoice([0, 1, 2], [0, 1, 0])
     smin, smax = tiny.targets

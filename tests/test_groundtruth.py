@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from repro.data.synthetic import intervene, render, sample_factors
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.model import StylExArch
-from repro.probe import PROBE_FACTORS, AttributeProbe
+from repro.probe import FACTOR_BY_NAME, PROBE_FACTORS, AttributeProbe
 from repro.stylespace import Attributes
 
 DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
@@ -192,3 +194,25 @@ def test_target_verdict():
     assert gt.target_verdict(res(1.0, 0.0, 0.25, False, [0.2]), planted=False)["met"]     # nothing planted
     assert not gt.target_verdict(res(0.5, 0.0, 0.0, True, [0.2]), planted=True)["met"]    # below 0.75
     assert not gt.target_verdict(res(0.75, 0.75, 0.0, True, [0.2]), planted=True)["met"]  # not above Wu
+
+
+def test_real_change_purity_reads_a_real_change_mostly_as_its_own_factor(tmp_path):
+    """A real one-factor change of the renderer, read by a (briefly) trained probe: the easy factors
+    dominate their own change; binary factors are read only at step 1; the table has every column."""
+    from repro.probe import train_probe
+
+    data = DataConfig(task="synth-age", resolution=32, n_train=64, n_val=16, n_test=64,
+                      cache_dir=str(tmp_path / "cache"))
+    probe = train_probe(data, tmp_path / "probe", n_train=512, epochs=3, progress=False)
+    rows = gt.real_change_purity(probe, data, n=64)
+    assert {r["step"] for r in rows} == {0.25, 1.0}
+    binary = [r for r in rows if FACTOR_BY_NAME[r["factor"]].kind == "binary"]
+    assert binary and all(r["step"] == 1.0 for r in binary)
+    assert all(0.0 <= r["purity"] <= 1.0 and r["total"] > 0 for r in rows)
+    full = {r["factor"]: r for r in rows if r["step"] == 1.0}
+    for name in ("hair_grey", "bg_hue", "fur_hue"):  # the factors test_probe.py finds easy to read
+        assert full[name]["dominant"] == name and full[name]["purity"] > 0.3, full[name]
+    table = gt.real_change_rows(rows)
+    assert {len(row) for row in table} == {5} and any(row["total @ 0.25"] == "-" for row in table)
+    with pytest.raises(ValueError, match="synthetic"):
+        gt.real_change_purity(probe, dataclasses.replace(data, dataset="folder"))
