@@ -135,20 +135,25 @@ def base_classes(explanation: Explanation, pool: int = POOL) -> torch.Tensor:
     return torch.stack([1 - p1, p1], 1)
 
 
-def choose_images(explanation: Explanation, n_images: int = 4, *, pool: int = POOL) -> ImageChoice:
-    """``n_images`` held-out images, half of each base class where possible (class 0 first)."""
-    base = base_classes(explanation, pool).argmax(1).tolist()
-    by_class = {c: [i for i, b in enumerate(base) if b == c] for c in (0, 1)}
+def _half_each(by_class: Mapping[int, Sequence[int]], n_images: int) -> ImageChoice:
+    """The first ``n_images`` of ``by_class`` (image indices per base class, in order of preference),
+    half of each class where possible, class 0 first."""
     want = {0: n_images // 2, 1: n_images - n_images // 2}
     for c in (0, 1):  # a class with too few images leaves its places to the other
         short = want[c] - len(by_class[c])
         if short > 0:
             want[c] -= short
             want[1 - c] += short
-    indices = by_class[0][:want[0]] + by_class[1][:want[1]]
-    if not indices:
+    first, second = list(by_class[0][:want[0]]), list(by_class[1][:want[1]])
+    if not first + second:
         raise ValueError("the explanation has no held-out images to draw")
-    return ImageChoice(indices, [base[i] for i in indices])
+    return ImageChoice(first + second, [0] * len(first) + [1] * len(second))
+
+
+def choose_images(explanation: Explanation, n_images: int = 4, *, pool: int = POOL) -> ImageChoice:
+    """``n_images`` held-out images, half of each base class where possible (class 0 first)."""
+    base = base_classes(explanation, pool).argmax(1).tolist()
+    return _half_each({c: [i for i, b in enumerate(base) if b == c] for c in (0, 1)}, n_images)
 
 
 @torch.inference_mode()
@@ -171,18 +176,8 @@ def affected_images(explanation: Explanation, edit: tuple[int, int], n_images: i
             edited = edit_render(explanation.model, explanation.eval_set.subset(idx), [toward_class(edit, cls)], 1.0,
                                  smin, smax)
             gain[idx] = class_probability(explanation.classifier, edited, 1 - cls).cpu() - probs[idx, 1 - cls].cpu()
-    by_class = {c: [int(i) for i in torch.nonzero(base == c).flatten()[gain[base == c].argsort(descending=True)]]
-                for c in (0, 1)}
-    want = {0: n_images // 2, 1: n_images - n_images // 2}
-    for c in (0, 1):
-        short = want[c] - len(by_class[c])
-        if short > 0:
-            want[c] -= short
-            want[1 - c] += short
-    indices = by_class[0][:want[0]] + by_class[1][:want[1]]
-    if not indices:
-        raise ValueError("the explanation has no held-out images to draw")
-    return ImageChoice(indices, [int(base[i]) for i in indices])
+    return _half_each({c: [int(i) for i in torch.nonzero(base == c).flatten()[gain[base == c].argsort(descending=True)]]
+                       for c in (0, 1)}, n_images)
 
 
 def counterfactuals(explanation: Explanation, edit: tuple[int, int], choice: ImageChoice,
