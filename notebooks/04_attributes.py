@@ -215,4 +215,5 @@ print(f"{ctx.figures}: {n_files} files, {n_bytes / 1e6:.2f} MB in all; "
 # ## What this notebook found
 
 # %%
-display(Markdown(af.attribute_findings(explanations, gt_results, P, top=TOP)))
+display(Markdown(af.attribute_findings(explanations, gt_results, P, top=TOP,
+                                      purity_reference=purity_reference if synthetic_tasks else None)))

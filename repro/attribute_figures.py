@@ -446,13 +446,25 @@ def top_attribute_rows(explanations: Mapping[tuple[str, str], Explanation], top:
 WEAK_EFFECT, WEAK_FLIP = 0.05, 0.05
 
 
+def _reference_purity(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sentence that puts an edit's purity beside that of real one-factor changes."""
+    by_step: dict[float, list[float]] = {}
+    for r in rows:
+        by_step.setdefault(float(r["step"]), []).append(float(r["purity"]))
+    parts = [f"{min(v):.2f}-{max(v):.2f} for a change of {step:g} of a factor's range"
+             for step, v in sorted(by_step.items())]
+    return f" The same probe reads real one-factor changes of the renderer at purity {' and '.join(parts)}."
+
+
 def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
                        groundtruth_results: Mapping[tuple[str, str], Mapping[str, Any]], profile: Profile,
-                       top: int) -> str:
+                       top: int, purity_reference: Sequence[Mapping[str, Any]] | None = None) -> str:
     """Notebook 04's "what this notebook found" in markdown, generated from the run's numbers:
     per model the mean effect of AttFind's and Wu's top attributes and the top-``k`` flip rates,
-    the ground truth where measured, and the precision target's verdict per stylex model (with
-    the planted spurious factor exposed, on a task whose classifier data plants one)."""
+    what a single top attribute does alone (what the attribute figures show), the ground truth
+    where measured, and the precision target's verdict per stylex model (with the planted
+    spurious factor exposed, on a task whose classifier data plants one), its purity beside
+    ``purity_reference`` (:func:`repro.groundtruth.real_change_purity`) when given."""
     from repro import groundtruth
     from repro.fidelity import TARGETS
 
@@ -465,6 +477,15 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
                 f"(e0 + e1, in-sample) against {e_wu:.3g} for Wu et al.'s; on held-out images, editing the top "
                 f"{k} together flips {flip['attfind']['mean']:.1%} ± {flip['attfind']['std']:.1%} of the decisions "
                 f"(Wu et al. {flip['wu']['mean']:.1%}, random {flip['random']['mean']:.1%}).")
+        single = (exp.results["methods"]["attfind"].get("observer") or {}).get("single") or []
+        if single:
+            flips = [r["flip_C"] for r in single if r.get("flip_C") is not None]
+            pixels = [r["pixel_max_255"] for r in single if r.get("pixel_max_255") is not None]
+            if flips and pixels:
+                line += (f" Alone, each of its top {len(single)} attributes flips the classifier on at most "
+                         f"{max(flips):.0%} of held-out images and changes pixels by at most {min(pixels):.0f}-"
+                         f"{max(pixels):.0f} /255 (mean over images): the attribute figures, drawn on the images "
+                         "each moves most, show it at its strongest.")
         if (task, mode) in groundtruth_results:
             gt = groundtruth_results[(task, mode)]
             prec = ", ".join(f"{method_name(m)} {v['precision_at_k']:.2f}" for m, v in gt["methods"].items())
@@ -494,7 +515,8 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
                        f"The mean purity of AttFind's top-{gt['k']} coordinates is {v['mean_purity']:.2f}: "
                        + ("each edit changes mostly one factor." if v["mean_purity"] >= TARGETS["purity"] else
                           f"each edit changes many factors a little ({v['no_preference']:.2f} would be no "
-                          "preference at all), so its dominant factor is a weak reading."))
+                          "preference at all), so its dominant factor is a weak reading.")
+                       + (_reference_purity(purity_reference) if purity_reference else ""))
     if targets:
         lines += [""] + targets
     return ("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "

@@ -204,3 +204,22 @@ def test_one_thread_restores_the_setting():
         assert inside == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_attribute_findings_say_what_a_single_attribute_does(tiny):
+    """The closing words give the single top attributes' flip share and edit size (what the figures show),
+    and the purity of real factor changes beside an edit's."""
+    flip = {"mean": 0.5, "std": 0.1}
+    single = [{"flip_C": 0.05, "pixel_max_255": 21.3}, {"flip_C": 0.0125, "pixel_max_255": 14.7}]
+    results = {"task": "tiny", "mode": "stylex", "methods": {
+        "attfind": {"flip_rate": flip, "observer": {"single": single}},
+        "wu": {"flip_rate": flip}, "random": {"flip_rate": flip}}}
+    exp = Explanation(tiny.model, tiny.classifier, tiny.attfind_set, tiny.eval_set, tiny.attributes, results,
+                      tiny.targets)
+    text = af.attribute_findings({("tiny", "stylex"): exp}, {}, get_profile("quick"), top=2)
+    assert "flips the classifier on at most 5% of held-out images" in text and "15-21 /255" in text
+    rows = [{"factor": "a", "step": 0.25, "purity": 0.45}, {"factor": "b", "step": 0.25, "purity": 0.68},
+            {"factor": "a", "step": 1.0, "purity": 0.81}]
+    assert af._reference_purity(rows) == (" The same probe reads real one-factor changes of the renderer at purity "
+                                          "0.45-0.68 for a change of 0.25 of a factor's range and 0.81-0.81 for a "
+                                          "change of 1 of a factor's range.")
