@@ -160,7 +160,7 @@ app.show(path=ctx.figures / f"explorer_static_{task}_{mode}.png")
 
 # %%
 synthetic_tasks = [t for t in P.tasks if t.stylex_data.dataset == "synthetic" and t.classifier_data.dataset == "synthetic"]
-gt_results, gt_seeds = {}, {}
+gt_results, gt_seeds, probes = {}, {}, {}
 if not synthetic_tasks:
     display(Markdown("No task of this profile uses synthetic data: there is no ground truth to compare with."))
 else:
@@ -168,7 +168,7 @@ else:
 
     with timed() as t_gt:
         for t in synthetic_tasks:
-            probe = groundtruth.load_or_train_probe(P, t, device=dev)
+            probe = probes[t.name] = groundtruth.load_or_train_probe(P, t, device=dev)
             imp = groundtruth.factor_importance(explanations[(t.name, t.modes[0])].classifier, t.classifier_data,
                                                 device=dev)
             for mode in t.modes:
@@ -194,9 +194,10 @@ else:
 # score, the reference for the purity of the edits above.
 
 # %%
+purity_reference = None
 if synthetic_tasks:
     t = synthetic_tasks[0]
-    purity_reference = groundtruth.real_change_purity(groundtruth.load_or_train_probe(P, t, device=dev), t.stylex_data)
+    purity_reference = groundtruth.real_change_purity(probes[t.name], t.stylex_data)
     (ctx.figures / "purity_reference.json").write_text(json.dumps(purity_reference, indent=1) + "\n")
     purity_table = report.markdown_table(groundtruth.real_change_rows(purity_reference), floatfmt=".2f")
     (ctx.figures / "purity_reference.md").write_text(purity_table + "\n")
@@ -215,5 +216,4 @@ print(f"{ctx.figures}: {n_files} files, {n_bytes / 1e6:.2f} MB in all; "
 # ## What this notebook found
 
 # %%
-display(Markdown(af.attribute_findings(explanations, gt_results, P, top=TOP,
-                                      purity_reference=purity_reference if synthetic_tasks else None)))
+display(Markdown(af.attribute_findings(explanations, gt_results, P, top=TOP, purity_reference=purity_reference)))

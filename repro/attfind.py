@@ -719,13 +719,18 @@ def _check_discriminator(config: AttFindConfig, check: CoordinateCheck | None) -
                          "the discriminator filter with that threshold (none is built in)")
 
 
+def _class_images(base_logits: np.ndarray, cls: int) -> np.ndarray:
+    """The images class ``cls``'s selection runs on (spec step 4): those predicted as the other class."""
+    return np.nonzero(np.argmax(base_logits, axis=1) == 1 - cls)[0]
+
+
 def _select(effect: np.ndarray, base_logits: np.ndarray, cls: int, config: AttFindConfig,
             images: np.ndarray | None, check: CoordinateCheck | None, contenders: set[int] | None = None,
             runners_up: int = 0) -> tuple[list[tuple[int, int]], list[float]]:
     num_styles = effect.shape[2]
     _check_num_indices(config, num_styles)
     if images is None:
-        images = np.nonzero(np.argmax(base_logits, axis=1) == 1 - cls)[0]
+        images = _class_images(base_logits, cls)
     if config.variant == "image-fraction":
         picks, gains = _image_fraction(effect, images, cls, config, check, contenders, runners_up)
     else:
@@ -847,8 +852,7 @@ def _contenders(result: EffectResult, config: AttFindConfig, check: CoordinateCh
     if config.variant == "one-vs-all":
         runs = [(0, np.arange(n_images))]
     else:
-        labels = np.argmax(base, axis=1)
-        runs = [(cls, np.nonzero(labels == 1 - cls)[0]) for cls in (0, 1)]
+        runs = [(cls, _class_images(base, cls)) for cls in (0, 1)]
     needed = np.zeros((n_images, 2, num_styles), dtype=bool)
     for cls, images in runs:
         columns: set[int] = set()

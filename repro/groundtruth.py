@@ -198,8 +198,7 @@ def real_change_purity(probe: AttributeProbe, data: DataConfig, *, n: int = 256,
     names = probe.factor_names
 
     def read(rows: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(render(rows, data.resolution)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return probe.predict(images.to(next(probe.parameters()).device)).cpu()
+        return torch.from_numpy(probe.predict_uint8(render(rows, data.resolution)))
 
     before = read(factors)
     out = []
