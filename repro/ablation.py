@@ -121,6 +121,9 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
         "precision": read("metadata.json").get("precision", "fp32"),  # StylExConfig.precision of the training
         "attfind_images": exp.results["attfind_images"]["n"],
+        "attfind_screen": profile.eval.attfind_screen,  # None: exact AttFind
+        # the flip rate's images per repeat: their style min / max are the edits' targets
+        "flip_images": exp.results["methods"]["attfind"]["flip_rate"]["images_per_repeat"],
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
         **{key: observed.get(key) for key in ("agreement_C", "acc_Cprime_originals", "acc_Cprime_reconstructions")},
         "k": profile.eval.k,
@@ -152,14 +155,18 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
 
 
 MEASURES_FILE = "benchmarks/results/train_step.jsonl"  # records of `python -m repro measure`
-MEASURED_COLUMNS = ("task", "seed", "iterations", "train_step", "precision", "attfind_images") + ROW_COLUMNS[2:]
-# What records written before these fields existed were: fp32 training, AttFind on 32 images.
-MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "attfind_images": 32}
+# How a model was trained and measured: rows differing in any of these are not seeds of one recipe.
+MEASURED_SETTINGS = ("train_step", "precision", "attfind_images", "attfind_screen", "flip_images")
+MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_COLUMNS[2:]
+# What records written before these fields existed were: fp32 training, exact AttFind on 32
+# images, flip rates over 80 images per repeat.
+MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "attfind_images": 32, "attfind_screen": None,
+                     "flip_images": 80}
 
 
 def _measured_records(path: str | Path) -> list[dict[str, Any]]:
-    """The newest record per model and measurement (run folder, iterations, AttFind images) of a
-    ``measure`` results file, in file order, with :data:`MEASURED_DEFAULTS` filled in."""
+    """The newest record per model and measurement (run folder, iterations, AttFind and flip-rate
+    settings) of a ``measure`` results file, in file order, with :data:`MEASURED_DEFAULTS` filled in."""
     path = Path(path)
     if not path.exists():
         return []
@@ -167,7 +174,7 @@ def _measured_records(path: str | Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         if line.strip():
             r = {**MEASURED_DEFAULTS, **json.loads(line)}
-            key = (r.get("run_dir"), r.get("iterations"), r["attfind_images"])
+            key = (r.get("run_dir"), r.get("iterations"), *(r[c] for c in MEASURED_SETTINGS[2:]))
             newest.pop(key, None)
             newest[key] = r
     return list(newest.values())
@@ -175,29 +182,32 @@ def _measured_records(path: str | Path) -> list[dict[str, Any]]:
 
 def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The trained stylex models measured by ``python -m repro measure --out path``: (one row per
-    model, one row per task, iterations, training step, precision and AttFind image count with the
-    mean ± std over its seeds).
+    model, one row per task, iterations and :data:`MEASURED_SETTINGS` with the mean ± std over its
+    seeds).
     The second table is what decides the default's length: every seed of a recipe, not one run."""
     from repro.fidelity import mean_std
 
-    records = sorted(_measured_records(path), key=lambda r: (r["task"], r.get("iterations") or 0, r["train_step"],
-                                                            r["precision"], r["attfind_images"], r.get("seed") or 0))
+    def settings(r: dict[str, Any]) -> tuple:
+        return tuple(r[c] for c in MEASURED_SETTINGS)
+
+    records = sorted(_measured_records(path), key=lambda r: (r["task"], r.get("iterations") or 0,
+                                                            *(-1 if v is None else v for v in settings(r)),
+                                                            r.get("seed") or 0))
     per_model = [{c: r.get(c) for c in MEASURED_COLUMNS} for r in records]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["task"], r.get("iterations"), r["train_step"], r["precision"], r["attfind_images"]),
-                          []).append(r)
-    measures = MEASURED_COLUMNS[6:]
+        groups.setdefault((r["task"], r.get("iterations"), *settings(r)), []).append(r)
+    measures = MEASURED_COLUMNS[3 + len(MEASURED_SETTINGS):]
     summary = []
 
     def ratio(r: dict[str, Any]) -> float | None:  # per model, so that its spread over seeds shows
         orig, rec = r.get("acc_Cprime_originals"), r.get("acc_Cprime_reconstructions")
         return rec / orig if orig and rec is not None else None
 
-    for (task, iterations, step, precision, n_images), rs in groups.items():
+    for (task, iterations, *setting), rs in groups.items():
         stats = mean_std([{**{m: r.get(m) for m in measures}, "acc_Cprime_ratio": ratio(r)} for r in rs])
-        row: dict[str, Any] = {"task": task, "iterations": iterations, "train_step": step, "precision": precision,
-                               "attfind_images": n_images, "seeds": ", ".join(str(r.get("seed")) for r in rs)}
+        row: dict[str, Any] = {"task": task, "iterations": iterations, **dict(zip(MEASURED_SETTINGS, setting)),
+                               "seeds": ", ".join(str(r.get("seed")) for r in rs)}
         for m in (*measures[:5], "acc_Cprime_ratio", *measures[5:]):
             mean, std = stats.get(m), stats.get(f"{m}_std")
             digits = 1 if m.endswith("_255") else 3

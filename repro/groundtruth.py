@@ -255,8 +255,8 @@ def spurious_exposed(coords: Sequence[Mapping[str, Any]], spurious: str, *, min_
 
 def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explanation, *,
              probe: AttributeProbe | None = None, importance: Mapping[str, float] | None = None, k: int = 4,
-             device: str | torch.device = "cpu", used_threshold: float = USED_THRESHOLD, n_images: int = 64,
-             min_change: float = MIN_CHANGE) -> dict[str, Any]:
+             device: str | torch.device = "cpu", used_threshold: float = USED_THRESHOLD,
+             n_images: int | None = None, min_change: float = MIN_CHANGE) -> dict[str, Any]:
     """Ground-truth fidelity of one model's explanations (AttFind, Wu et al., random).
 
     ``importance`` defaults to :func:`factor_importance` of the explanation's classifier on the
@@ -265,10 +265,12 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
     x the null importance and >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the
     spurious factor counts as used when the classifier uses it, since then a coordinate changing
     it explains the classifier faithfully. Per method, its top-``k`` coordinates go through
-    :func:`coordinate_factors`; ``precision_at_k`` and ``spurious_exposed`` (over the same top-k)
-    follow the functions of those names.
+    :func:`coordinate_factors` on ``n_images`` held-out images (None: the flip rate's
+    ``profile.eval.images_per_repeat``, so that the edits' targets, the style min / max over those
+    images, span the range the flip rate's do); ``precision_at_k`` and ``spurious_exposed`` (over
+    the same top-k) follow the functions of those names.
 
-    Returns {"task", "mode", "k", "used_threshold", "null_ratio", "used_floor", "min_change",
+    Returns {"task", "mode", "k", "n_images", "used_threshold", "null_ratio", "used_floor", "min_change",
     "importance", "used_factors", "spurious", "spurious_used",
     "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
     """
@@ -277,6 +279,7 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
     if probe is None:
         probe = load_or_train_probe(profile, task, device=device)
     used = used_factors(importance, used_threshold)
+    n_images = profile.eval.images_per_repeat if n_images is None else n_images
     spurious = TASKS[task.classifier_data.task].spurious
     methods = {}
     for method in METHODS:
@@ -285,7 +288,8 @@ def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explana
         coords = coordinate_factors(probe, explanation, explanation.attributes[method], k, n_images=n_images)
         methods[method] = {"coords": coords, "precision_at_k": precision_at_k(coords, used, min_change=min_change),
                            "spurious_exposed": spurious_exposed(coords, spurious, min_change=min_change)}
-    return {"task": task.name, "mode": mode, "k": k, "used_threshold": used_threshold, "null_ratio": NULL_RATIO,
+    return {"task": task.name, "mode": mode, "k": k, "n_images": min(n_images, len(explanation.eval_set)),
+            "used_threshold": used_threshold, "null_ratio": NULL_RATIO,
             "used_floor": used_floor(importance, used_threshold), "min_change": min_change,
             "importance": dict(importance), "used_factors": used, "spurious": spurious,
             "spurious_used": spurious in used, "methods": methods}

@@ -52,14 +52,20 @@ def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds
              record(0, 0.72, 0.8, iterations=3000, run="runs/s0"),  # the same folder trained longer
              # the same model measured with AttFind on 128 images: a row of its own, not a replacement
              {**record(0, 0.72, 0.9, iterations=3000, run="runs/s0"), "attfind_images": 128},
-             {**record(5, 0.7, 0.6, iterations=3000, run="runs/bf16"), "precision": "bf16"}]
+             {**record(5, 0.7, 0.6, iterations=3000, run="runs/bf16"), "precision": "bf16"},
+             # and with screened AttFind on 250 images, flip rates over 400 images per repeat
+             {**record(0, 0.72, 0.95, iterations=3000, run="runs/s0"), "attfind_images": 250,
+              "attfind_screen": 0.1, "flip_images": 400}]
     path = tmp_path / "measures.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     per_model, over_seeds = ablation.measured_models(path)
-    assert [(r["seed"], r["iterations"], r["precision"], r["attfind_images"]) for r in per_model] == [
-        (0, 1500, "fp32", 32), (1, 1500, "fp32", 32), (5, 3000, "bf16", 32), (0, 3000, "fp32", 32),
-        (0, 3000, "fp32", 128)]
-    short, bf16, long, long128 = over_seeds
+    assert [(r["seed"], r["iterations"], r["precision"], r["attfind_images"], r["flip_images"])
+            for r in per_model] == [
+        (0, 1500, "fp32", 32, 80), (1, 1500, "fp32", 32, 80), (5, 3000, "bf16", 32, 80), (0, 3000, "fp32", 32, 80),
+        (0, 3000, "fp32", 128, 80), (0, 3000, "fp32", 250, 400)]
+    short, bf16, long, long128, long250 = over_seeds
+    assert (long250["attfind_screen"], long250["flip_images"], long250["attfind_flip_C"]) == (0.1, 400, "0.950")
+    assert long128["attfind_screen"] is None and long128["flip_images"] == 80
     assert (short["iterations"], short["seeds"], long["seeds"]) == (1500, "0, 1", "0")
     assert (bf16["precision"], bf16["seeds"]) == ("bf16", "5") and long128["attfind_flip_C"] == "0.900"
     assert (long["precision"], long["attfind_images"], long128["attfind_images"]) == ("fp32", 32, 128)
@@ -86,6 +92,8 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     observed, attfind = exp["observer"]["reconstruction"], exp["methods"]["attfind"]["observer"]
     assert (record["iterations"], record["sec_per_iter"], record["k"]) == (12, 0.5, profile.eval.k)
     assert (record["precision"], record["attfind_images"]) == ("fp32", exp["attfind_images"]["n"])
+    assert (record["attfind_screen"], record["flip_images"]) == (profile.eval.attfind_screen,
+                                                                 profile.eval.images_per_repeat)
     assert record["acc_Cprime_reconstructions"] == observed["acc_Cprime_reconstructions"]
     assert record["attfind_flip_C"] == attfind["flip_C"] and record["attfind_flip_Cprime"] == attfind["flip_Cprime"]
     assert record["random_pixel_max_255"] == exp["methods"]["random"]["observer"]["pixel_max_255"]

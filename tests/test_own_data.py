@@ -101,6 +101,8 @@ def test_custom_profile_round_trips_through_its_config_json(tmp_path):
     data = again.tasks[0].classifier_data
     assert (data.dataset, data.task, data.seed, data.resolution) == ("folder", "imgs", 3, 64)
     assert again.stylex.losses.r1_gamma == pytest.approx(0.8)  # 0.2 at 32 px, scaled by resolution squared
+    default = get_profile("default").stylex  # the default's recipe, its precision included
+    assert (again.stylex.precision, again.stylex.channels_last) == (default.precision, default.channels_last)
     assert again.classifier.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="was made for the images in"):
         get_profile("mine", data_root=str(tmp_path / "other"), run_root=str(tmp_path / "runs"))
