@@ -143,7 +143,8 @@ for name in ("second_observer", "edit_size_single", "reconstruction_observer", "
 
 # %%
 # each task, or <task>-<class> (one-vs-rest) of a task of K > 2 classes
-display(Markdown(tables.claim3_findings(results, list(dict.fromkeys(label for label, _ in results)), P.eval.k)))
+display(Markdown(tables.claim3_findings(results, list(dict.fromkeys(label for label, _ in results)), P.eval.k,
+                                        over_seeds=over_seeds)))
 
 # %% [markdown]
 # Claim 3 holds on a task when AttFind on StylEx beats both Wu et al. and the random floor. The

@@ -171,7 +171,10 @@ def explanation_summary(profile, primary: Mapping[tuple[str, str], Mapping[str, 
                 if t == task:
                     records.append(explanation_record(res, profile.eval.k))
                     seeds.append(seed)
-        out[f"{task}/{mode}"] = {**mean_std(records), "explained_seeds": seeds}
+        out[f"{task}/{mode}"] = {**mean_std(records), "explained_seeds": seeds,
+                                 # each seed's AttFind flip rate of C, in the order of explained_seeds
+                                 "attfind_flip_C_per_seed": [r["methods"].get("attfind", {}).get("flip_C")
+                                                             for r in records]}
     return out
 
 

@@ -63,3 +63,15 @@ def test_claim3_findings_compare_with_every_baseline_and_the_target():
     results[("afhq", "stylex-alt")] = {"methods": {"attfind": _result(0.6, 0.0)}}
     text = tables.claim3_findings(results, ["afhq"], k=10)
     assert "Target >= 0.8: met" in text and "StylEx-alt) gives 0.600" in text
+    # with the other training seeds the target is judged on their mean, not on the primary seed
+    from repro.fidelity import explanation_summary
+
+    class Profile:  # what explanation_summary reads of a profile
+        seeds, eval = [0, 1, 2], type("Eval", (), {"k": 10})
+
+    others = {("afhq", 1): {"methods": {"attfind": _result(0.9, 0.0)}},
+              ("afhq", 2): {"methods": {"attfind": _result(0.5, 0.0)}}}
+    over_seeds = explanation_summary(Profile, {("afhq", "stylex"): results[("afhq", "stylex")]}, others)
+    text = tables.claim3_findings(results, ["afhq"], k=10, over_seeds=over_seeds)
+    assert "flips 0.850" in text and "Over the 3 training seeds 0.750 ± 0.218" in text
+    assert "(seed 0 0.850, seed 1 0.900, seed 2 0.500)" in text and "on that mean: missed" in text
