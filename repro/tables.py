@@ -119,8 +119,8 @@ def plot_flip_curves(results: Results, path: str | Path):
         ax.set_xlabel("k (coordinates edited together)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")  # each panel its own: the tasks may have different models
     axes[0][0].set_ylabel("flip rate (held-out images)")
-    axes[0][-1].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
 
