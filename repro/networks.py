@@ -602,9 +602,10 @@ class MappingNetwork(nn.Module):
         w = self.net(z)
         if self.training and self.w_avg_beta is not None:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+                # w may be bf16 under autocast; the running average stays in its own dtype
+                self.w_avg.copy_(w.detach().to(self.w_avg.dtype).mean(0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1.0:
-            w = self.w_avg.lerp(w, truncation_psi)
+            w = self.w_avg.to(w.dtype).lerp(w, truncation_psi)
         return w
 
 

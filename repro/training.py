@@ -389,8 +389,9 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
             _check_finite(iteration + 1, g_terms, run_dir)
             total = g_terms["total"]
             if w.pl_weight > 0 and iteration % w.pl_interval == 0:
-                # Part of the same backward, so that DDP all-reduces its gradients too.
-                w_pl = w_used[:max(1, batch // 2)].detach().requires_grad_(True)
+                # Part of the same backward, so that DDP all-reduces its gradients too. In fp32,
+                # outside autocast: w from the mapping network is bf16 under precision bf16.
+                w_pl = w_used[:max(1, batch // 2)].detach().float().requires_grad_(True)
                 pl = loss.path_length_terms(model.generator(w_pl), w_pl, pl_mean)
                 _check_finite(iteration + 1, {"pl": pl["total"]}, run_dir)
                 total = total + pl["total"]

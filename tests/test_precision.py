@@ -10,7 +10,7 @@ import torch
 from repro import precision
 from repro.config import DataConfig, StylExConfig
 from repro.losses import LossWeights
-from repro.model import StylExModel
+from repro.model import StylExModel, load_stylex
 from repro.networks import build_classifier
 from repro.training import train_stylex
 
@@ -83,14 +83,14 @@ def test_auto_training_records_what_it_resolved_to(tmp_path, monkeypatch):
     assert (meta["precision"], meta["precision_requested"]) == ("fp32", "auto") and "precision_check" not in meta
 
 
-def _first_step_losses(tmp_path, **flags) -> dict[str, float]:
+def _first_step_losses(tmp_path, mode: str = "stylex", iterations: int = 1, **flags) -> dict[str, float]:
     data = DataConfig(task="synth-age", resolution=32, n_train=32, n_val=8, n_test=8,
                       cache_dir=str(tmp_path.parent / "cache"))
-    config = StylExConfig(channels=8, latent_dim=16, batch_size=4, iterations=1, mapping_layers=2, log_every=1,
-                          sample_every=100, checkpoint_every=100, losses=LossWeights(lpips=0.0), **flags)
+    config = StylExConfig(channels=8, latent_dim=16, batch_size=4, iterations=iterations, mapping_layers=2,
+                          log_every=1, sample_every=100, checkpoint_every=100, losses=LossWeights(lpips=0.0), **flags)
     torch.manual_seed(0)
     classifier = build_classifier(2).eval()
-    train_stylex("stylex", data, config, classifier, tmp_path, device="cpu", progress=False)
+    train_stylex(mode, data, config, classifier, tmp_path, device="cpu", progress=False)
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["precision"] == precision.resolve(config.precision, CPU) and meta["channels_last"] == config.channels_last
     assert meta.get("precision_requested") == (config.precision if config.precision == "auto" else None)
@@ -108,3 +108,17 @@ def test_training_step_in_bf16_and_channels_last_matches_fp32(tmp_path):
     for name, value in ref.items():
         assert nhwc[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name  # a layout change only
         assert bf16[name] == pytest.approx(value, rel=0.05, abs=0.02), name  # bf16: ~3 significant digits
+
+
+@pytest.mark.parametrize("mode", ["stylegan2", "stylex-alt"])
+def test_sampled_modes_train_in_bf16_as_in_fp32(tmp_path, mode):
+    """The passes through the mapping network (every step of stylegan2, every alt_ratio-th of
+    stylex-alt) in bf16: the mapping's running w average must not mix dtypes (it crashed)."""
+    iterations = 1 if mode == "stylegan2" else 2  # stylex-alt's second step is its first z pass
+    ref = _first_step_losses(tmp_path / "fp32", mode=mode, iterations=iterations)
+    bf16 = _first_step_losses(tmp_path / "bf16", mode=mode, iterations=iterations, precision="bf16")
+    assert "adv" in ref and set(bf16) == set(ref)
+    for name, value in ref.items():
+        assert bf16[name] == pytest.approx(value, rel=0.05, abs=0.02), name
+    w_avg = load_stylex(tmp_path / "bf16").model.mapping.w_avg  # kept in fp32 whatever the step's precision
+    assert w_avg.dtype == torch.float32 and torch.isfinite(w_avg).all()
