@@ -121,7 +121,7 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
         "precision": read("metadata.json").get("precision", "fp32"),  # StylExConfig.precision of the training
         "attfind_images": exp.results["attfind_images"]["n"],
-        "attfind_screen": profile.eval.attfind_screen,  # None: exact AttFind
+        "attfind_screen": exp.results["eval_config"]["attfind_screen"],  # None: exact AttFind
         # the flip rate's images per repeat: their style min / max are the edits' targets
         "flip_images": exp.results["methods"]["attfind"]["flip_rate"]["images_per_repeat"],
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
