@@ -84,14 +84,16 @@ def measure_row(profile: Profile, task: TaskConfig, row: str, *, device: str = "
 
 
 def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, device: str = "auto",
-                  progress: bool | None = None, n_reconstructions: int = 512, force: bool = False) -> dict[str, Any]:
+                  progress: bool | None = None, n_reconstructions: int = 512, force: bool = False,
+                  ground_truth: bool = True) -> dict[str, Any]:
     """The fidelity measures of one trained stylex model (an ablation row's, or a seed's): the
     run's cost; LPIPS (VGG, the usual metric backbone) and L1 of ``n_reconstructions`` held-out
     test reconstructions (:func:`repro.evaluation.reconstruction_metrics`); from the model's
     ``repro.explain.explain_model`` results (cached in its run directory), on the flip rate's
     held-out images: what C and C' read from the reconstructions, and the AttFind / random
     top-k edits' flip rates of C and C' (C' among the images both agreed on) and edit size.
-    ``force`` recomputes the explanation instead of reusing it.
+    ``force`` recomputes the explanation instead of reusing it. ``ground_truth`` (synthetic tasks):
+    also the report's ground-truth measures (:func:`ground_truth_measures`).
     """
     import statistics
 
@@ -136,7 +138,32 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         record[f"{name}_flip_C"] = summary.get("flip_C")
         record[f"{name}_flip_Cprime"] = summary.get("flip_Cprime")
         record[f"{name}_pixel_max_255"] = summary.get("pixel_max_255")
+    if ground_truth:
+        record.update(ground_truth_measures(profile, task, exp, device=device))
     return record
+
+
+def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, device: str = "auto") -> dict[str, Any]:
+    """The report's ground-truth measures (notebook 04, ``figures/fidelity.json``) of one
+    explanation on a synthetic task ({} on real data): ``precision_at_4``, ``purity`` (mean over
+    AttFind's top 4), ``spurious_exposed`` (0 / 1; None where the training split has no planted
+    shortcut, ``spurious_p`` 0.5), and the size of the single top-4 AttFind edits:
+    ``single_pixel_max_255`` (per attribute the mean over images of the largest |pixel change|,
+    averaged over the 4) and ``single_pixel_max_255_min`` (the smallest of the 4: the target wants
+    each >= 32)."""
+    from repro.fidelity import groundtruth_record
+    from repro.groundtruth import evaluate
+    from repro.utils import pick_device
+
+    if task.classifier_data.dataset != "synthetic":
+        return {}
+    result = evaluate(profile, task, "stylex", exp, device=pick_device(device))
+    gt = groundtruth_record(result)
+    single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"].get("single", [])]
+    return {"precision_at_4": gt[f"precision_at_{result['k']}"], "purity": gt["purity"],
+            "spurious_exposed": gt["spurious_exposed"] if task.classifier_data.spurious_p != 0.5 else None,
+            "single_pixel_max_255": sum(single) / len(single) if single else None,
+            "single_pixel_max_255_min": min(single) if single else None}
 
 
 ROW_COLUMNS = ("row", "iterations", "lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals",
@@ -157,7 +184,10 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
 MEASURES_FILE = "benchmarks/results/train_step.jsonl"  # records of `python -m repro measure`
 # How a model was trained and measured: rows differing in any of these are not seeds of one recipe.
 MEASURED_SETTINGS = ("train_step", "precision", "attfind_images", "attfind_screen", "flip_images")
-MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_COLUMNS[2:]
+# The ground-truth measures (synthetic tasks; records before they existed lack them).
+GROUND_TRUTH_COLUMNS = ("precision_at_4", "purity", "spurious_exposed", "single_pixel_max_255",
+                        "single_pixel_max_255_min")
+MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_COLUMNS[2:] + GROUND_TRUTH_COLUMNS
 # What records written before these fields existed were: fp32 training, exact AttFind on 32
 # images, flip rates over 80 images per repeat.
 MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "attfind_images": 32, "attfind_screen": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from repro import ablation
 from repro.config import get_profile
@@ -87,7 +88,8 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     profile, task = fake_finished_run(tmp_path, ("stylex",), observer=True)
     run_dir = profile.model_dir(task.name, "stylex")
     (run_dir / "log.jsonl").write_text(json.dumps({"iteration": 12, "sec_per_iter": 0.5}) + "\n")
-    record = ablation.measure_model(profile, task, run_dir, device="cpu", progress=False, n_reconstructions=16)
+    record = ablation.measure_model(profile, task, run_dir, device="cpu", progress=False, n_reconstructions=16,
+                                    ground_truth=False)
     exp = explain_model(profile, task, "stylex", device="cpu", progress=False).results  # reused, not recomputed
     observed, attfind = exp["observer"]["reconstruction"], exp["methods"]["attfind"]["observer"]
     assert (record["iterations"], record["sec_per_iter"], record["k"]) == (12, 0.5, profile.eval.k)
@@ -100,6 +102,34 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     assert record["l1"] > 0 and (record["lpips_vgg"] is None) == ("unavailable" in record["lpips_source"])
     # a fresh generator's noise strengths are all 0 (StyleGAN2 initialises them so), one per conv layer
     assert record["noise_strength"] == [0.0] * len(load_stylex(run_dir).model.generator.layers)
+    assert "purity" not in record  # ground_truth=False
+
+
+def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monkeypatch):
+    import json
+
+    from fake_runs import fake_finished_run
+
+    from repro import groundtruth
+    from repro.explain import explain_model
+    from repro.fidelity import groundtruth_record
+    from repro.probe import AttributeProbe
+
+    profile, task = fake_finished_run(tmp_path, ("stylex",), observer=True)
+    torch.manual_seed(0)
+    probe = AttributeProbe(32).eval()  # an untrained probe: the test checks the plumbing, not the model
+    monkeypatch.setattr(groundtruth, "load_or_train_probe", lambda *args, **kwargs: probe)
+    run_dir = profile.model_dir(task.name, "stylex")
+    (run_dir / "log.jsonl").write_text(json.dumps({"iteration": 12, "sec_per_iter": 0.5}) + "\n")
+    record = ablation.measure_model(profile, task, run_dir, device="cpu", progress=False, n_reconstructions=16)
+    exp = explain_model(profile, task, "stylex", device="cpu", progress=False)
+    expected = groundtruth_record(groundtruth.evaluate(profile, task, "stylex", exp, probe=probe, device="cpu"))
+    assert record["precision_at_4"] == expected["precision_at_4"] and record["purity"] == expected["purity"]
+    planted = task.classifier_data.spurious_p != 0.5
+    assert record["spurious_exposed"] == (expected["spurious_exposed"] if planted else None)
+    single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"]["single"]]
+    assert len(single) >= 1 and record["single_pixel_max_255_min"] == min(single)
+    assert record["single_pixel_max_255"] == pytest.approx(sum(single) / len(single))
 
 
 def test_copy_last_grid_takes_the_newest_training_grid(tmp_path):
