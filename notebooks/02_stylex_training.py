@@ -87,6 +87,9 @@ display(Markdown(report.markdown_table(rows) if rows else "no ablation rows meas
 # reconstructions C' reads far worse. Every default-recipe model measured by
 # `python -m repro measure` (records in `benchmarks/results/train_step.jsonl`, made outside the
 # report for the same reason as the ablation), as mean ± std over its seeds, per training length.
+# Besides the ablation's measures, the newer records carry notebook 04's ground-truth measures of
+# AttFind's top 4 (precision@4, purity, the planted shortcut exposed, the single edits' size), so
+# length is judged by the explanations as well as by the reconstructions.
 
 # %%
 from repro.ablation import MEASURES_FILE, measured_models

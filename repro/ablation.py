@@ -223,7 +223,8 @@ def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, An
     records = sorted(_measured_records(path), key=lambda r: (r["task"], r.get("iterations") or 0,
                                                             *(-1 if v is None else v for v in settings(r)),
                                                             r.get("seed") or 0))
-    per_model = [{c: r.get(c) for c in MEASURED_COLUMNS} for r in records]
+    per_model = [{c: r.get(c, "-" if c in GROUND_TRUTH_COLUMNS else None) for c in MEASURED_COLUMNS}
+                 for r in records]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["task"], r.get("iterations"), *settings(r)), []).append(r)
@@ -240,9 +241,11 @@ def measured_models(path: str | Path = MEASURES_FILE) -> tuple[list[dict[str, An
                                "seeds": ", ".join(str(r.get("seed")) for r in rs)}
         for m in (*measures[:5], "acc_Cprime_ratio", *measures[5:]):
             mean, std = stats.get(m), stats.get(f"{m}_std")
-            digits = 1 if m.endswith("_255") else 3
+            digits = 1 if "_255" in m else 3
             row[m] = (None if mean is None else f"{mean:.{digits}f}" if std is None
                       else f"{mean:.{digits}f} ± {std:.{digits}f}")
+            if row[m] is None and m in GROUND_TRUTH_COLUMNS:
+                row[m] = "-"  # a record made before measure took the ground truth (None means exact AttFind)
         summary.append(row)
     return per_model, summary
 

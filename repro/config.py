@@ -366,7 +366,13 @@ def _default() -> Profile:
         # 3,000 iterations: the same six stylex models resumed from 1,500 to 3,000 (python -m repro
         # measure, README "measured_models") lowered LPIPS(vgg) from 0.44 to 0.34 on both tasks and
         # made heads, ears and hats visible in the reconstructions; too long for the 60-minute budget
-        # on 2 CPU cores, so the report uses the shipped weights (weights/default).
+        # on 2 CPU cores, so the report uses the shipped weights (weights/default). Not 4,500: the
+        # six resumed to 4,500 (fp32, measured with the report's settings and ground truth, README
+        # "measured_models") reconstruct better on four seeds (LPIPS 0.33 / 0.32 from 0.35 / 0.33)
+        # and make larger, slightly purer single edits (smallest top-4 edit 24 / 28 from 16 / 18
+        # /255; purity 0.27 / 0.25 from 0.25 / 0.19), but seed 1 of both tasks diverged (training
+        # L1 rising after ~3,500 iterations at lr 2e-3, blurrier reconstructions, C' ratio 0.82 on
+        # synth-age), synth-age's top-10 flips of C fell to 0.78 and precision@4 to 0.75 / 0.67.
         # precision "auto" + channels_last: bf16 autocast where the device computes bfloat16
         # natively (this project's AMD EPYC has AVX512-BF16), fp32 elsewhere. Same-run A/B
         # (benchmarks/train_ab.py, 1 thread, 4 rounds): 1.30x the images per CPU second of e3a86dc's

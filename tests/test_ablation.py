@@ -74,7 +74,17 @@ def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds
     assert short["acc_Cprime_ratio"] == "0.875 ± 0.177"       # (0.6 / 0.8, 0.8 / 0.8)
     assert short["agreement_C"] == "0.970 ± 0.000"
     assert long["acc_Cprime_ratio"] == "0.900" and long["attfind_pixel_max_255"] == "80.0"
+    # records made before measure took the ground truth show "-" there; newer ones their mean ± std
+    assert short["purity"] == "-" and per_model[0]["single_pixel_max_255_min"] == "-"
     assert ablation.measured_models(tmp_path / "missing.jsonl") == ([], [])
+    gt = {"precision_at_4": 0.75, "purity": 0.25, "spurious_exposed": 1.0, "single_pixel_max_255": 24.0,
+          "single_pixel_max_255_min": 16.0}
+    path.write_text("".join(json.dumps({**record(s, 0.72, 0.8, iterations=3000), **gt,
+                                        "purity": 0.25 + 0.05 * s, "single_pixel_max_255_min": 16.0 + s}) + "\n"
+                            for s in (0, 1)))
+    (row,) = ablation.measured_models(path)[1]
+    assert (row["purity"], row["precision_at_4"]) == ("0.275 ± 0.035", "0.750 ± 0.000")
+    assert row["single_pixel_max_255_min"] == "16.5 ± 0.7"
 
 
 def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(tmp_path):
