@@ -147,23 +147,29 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
     """The report's ground-truth measures (notebook 04, ``figures/fidelity.json``) of one
     explanation on a synthetic task ({} on real data): ``precision_at_4``, ``purity`` (mean over
     AttFind's top 4), ``spurious_exposed`` (0 / 1; None where the training split has no planted
-    shortcut, ``spurious_p`` 0.5), and the size of the single top-4 AttFind edits:
+    shortcut, ``spurious_p`` 0.5), the size of the single top-4 AttFind edits:
     ``single_pixel_max_255`` (per attribute the mean over images of the largest |pixel change|,
     averaged over the 4) and ``single_pixel_max_255_min`` (the smallest of the 4: the target wants
-    each >= 32)."""
+    each >= 32), and ``probe_sha256`` (the first 12 hex digits of the probe's weights)."""
     from repro.fidelity import groundtruth_record
     from repro.groundtruth import evaluate
+    from repro.probe import PROBE_CHECKPOINT, load_or_train_probe, probe_dir
     from repro.utils import pick_device
+    from repro.weights import sha256_file
 
     if task.classifier_data.dataset != "synthetic":
         return {}
-    result = evaluate(profile, task, "stylex", exp, device=pick_device(device))
+    dev = pick_device(device)
+    probe = load_or_train_probe(profile, task, device=dev)
+    result = evaluate(profile, task, "stylex", exp, probe=probe, device=dev)
     gt = groundtruth_record(result)
     single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"].get("single", [])]
     return {"precision_at_4": gt[f"precision_at_{result['k']}"], "purity": gt["purity"],
             "spurious_exposed": gt["spurious_exposed"] if task.classifier_data.spurious_p != 0.5 else None,
             "single_pixel_max_255": sum(single) / len(single) if single else None,
-            "single_pixel_max_255_min": min(single) if single else None}
+            "single_pixel_max_255_min": min(single) if single else None,
+            # which probe read the edits: each run root trains its own (the same seed and data)
+            "probe_sha256": sha256_file(probe_dir(profile, task) / PROBE_CHECKPOINT)[:12]}
 
 
 ROW_COLUMNS = ("row", "iterations", "lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals",

@@ -323,7 +323,11 @@ def load_or_train_probe(profile: Profile, task: TaskConfig, *, device: str | tor
     and the data seed, so tasks that share those share one probe:
     ``runs/<profile>/probe-<R>px-seed<S>``.
     """
+    return train_probe(task.stylex_data, probe_dir(profile, task), device=device, force=force, progress=progress)
+
+
+def probe_dir(profile: Profile, task: TaskConfig) -> Path:
+    """Where :func:`load_or_train_probe` keeps a task's probe: ``runs/<profile>/probe-<R>px-seed<S>``."""
     data = task.stylex_data
-    run_dir = Path(profile.run_root) / profile.name / f"probe-{data.resolution}px-seed{data.seed}"
-    return train_probe(data, run_dir, device=device, force=force, progress=progress)
+    return Path(profile.run_root) / profile.name / f"probe-{data.resolution}px-seed{data.seed}"
 

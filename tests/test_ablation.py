@@ -120,15 +120,23 @@ def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monke
 
     from fake_runs import fake_finished_run
 
-    from repro import groundtruth
+    from repro import groundtruth, probe as probe_module
     from repro.explain import explain_model
     from repro.fidelity import groundtruth_record
-    from repro.probe import AttributeProbe
+    from repro.probe import PROBE_CHECKPOINT, AttributeProbe, probe_dir
+    from repro.weights import sha256_file
 
     profile, task = fake_finished_run(tmp_path, ("stylex",), observer=True)
     torch.manual_seed(0)
     probe = AttributeProbe(32).eval()  # an untrained probe: the test checks the plumbing, not the model
-    monkeypatch.setattr(groundtruth, "load_or_train_probe", lambda *args, **kwargs: probe)
+    probe_file = probe_dir(profile, task) / PROBE_CHECKPOINT
+
+    def untrained_probe(*args, **kwargs):
+        probe_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(probe.state_dict(), probe_file)
+        return probe
+
+    monkeypatch.setattr(probe_module, "load_or_train_probe", untrained_probe)
     run_dir = profile.model_dir(task.name, "stylex")
     (run_dir / "log.jsonl").write_text(json.dumps({"iteration": 12, "sec_per_iter": 0.5}) + "\n")
     record = ablation.measure_model(profile, task, run_dir, device="cpu", progress=False, n_reconstructions=16)
@@ -140,6 +148,7 @@ def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monke
     single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"]["single"]]
     assert len(single) >= 1 and record["single_pixel_max_255_min"] == min(single)
     assert record["single_pixel_max_255"] == pytest.approx(sum(single) / len(single))
+    assert record["probe_sha256"] == sha256_file(probe_file)[:12]
 
 
 def test_copy_last_grid_takes_the_newest_training_grid(tmp_path):
