@@ -165,7 +165,7 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
     gt = groundtruth_record(result)
     single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"].get("single", [])]
     return {"precision_at_4": gt[f"precision_at_{result['k']}"], "purity": gt["purity"],
-            "spurious_exposed": gt["spurious_exposed"] if task.classifier_data.spurious_p != 0.5 else None,
+            "spurious_exposed": gt["spurious_exposed"] if task.classifier_data.planted else None,
             "single_pixel_max_255": sum(single) / len(single) if single else None,
             "single_pixel_max_255_min": min(single) if single else None,
             # which probe read the edits: each run root trains its own (the same seed and data)

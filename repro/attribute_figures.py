@@ -506,7 +506,7 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
     for (task, mode), gt in groundtruth_results.items():
         if mode != "stylex":
             continue
-        planted = profile.task(task).classifier_data.spurious_p != 0.5
+        planted = profile.task(task).classifier_data.planted
         v = groundtruth.target_verdict(gt, planted)
         targets.append(f"* **{task} / stylex** against the target (precision@{gt['k']} >= "
                        f"{groundtruth.TARGET_PRECISION} and above Wu et al. and random"

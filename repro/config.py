@@ -78,6 +78,11 @@ class DataConfig:
     seed: int = 0
     cache_dir: str = "data_cache"
 
+    @property
+    def planted(self) -> bool:
+        """Whether the training split plants the spurious factor (``spurious_p`` other than 0.5)."""
+        return self.spurious_p != 0.5
+
 
 @dataclass
 class ClassifierConfig:

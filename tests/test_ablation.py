@@ -143,7 +143,7 @@ def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monke
     exp = explain_model(profile, task, "stylex", device="cpu", progress=False)
     expected = groundtruth_record(groundtruth.evaluate(profile, task, "stylex", exp, probe=probe, device="cpu"))
     assert record["precision_at_4"] == expected["precision_at_4"] and record["purity"] == expected["purity"]
-    planted = task.classifier_data.spurious_p != 0.5
+    planted = task.classifier_data.planted
     assert record["spurious_exposed"] == (expected["spurious_exposed"] if planted else None)
     single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"]["single"]]
     assert len(single) >= 1 and record["single_pixel_max_255_min"] == min(single)
