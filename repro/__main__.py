@@ -121,6 +121,8 @@ def cmd_train_stylex(args: argparse.Namespace) -> None:
                                              precision=args.precision or profile.stylex.precision)
     if args.iterations is not None:  # recorded in the model's configuration as what it was trained for
         profile.stylex = dataclasses.replace(profile.stylex, iterations=args.iterations)
+    if args.lr_rampdown is not None:
+        profile.stylex = dataclasses.replace(profile.stylex, lr_rampdown=args.lr_rampdown)
     for task in tasks:
         modes = [args.mode] if args.mode else task.modes
         for mode in modes:
@@ -370,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the model's training seed, one of the profile's seeds (default: the primary one)")
         if name == "train-stylex":
             p.add_argument("--iterations", type=int, default=None, help="override the profile's iterations")
+            p.add_argument("--lr-rampdown", type=float, default=None, metavar="SHARE",
+                           help="the learning rates fall on a half cosine to 0 over this last share of the "
+                                "iterations (default: the profile's)")
             p.add_argument("--precision", default=None, choices=list(PRECISIONS),
                            help="fp32 (reference), tf32 (CUDA), bf16 autocast, or auto (bf16 where the device "
                                 "computes it natively, else fp32); checked against fp32 at the start (default: "

@@ -158,6 +158,9 @@ class StylExConfig:
         iterations: optimisation steps.
         lr: generator / discriminator learning rate.
         encoder_lr: encoder learning rate (None = lr; the replication cured collapse with 1e-5).
+        lr_rampdown: None or 0: constant learning rates. A share r in (0, 1]: over the last r of
+            the iterations every learning rate (generator, encoder, discriminator) falls on a
+            half cosine from its value to 0 (``training.lr_factor``).
         betas: Adam betas.
         ema_decay: decay per iteration of the EMA copies of generator, encoder and mapping network
             once ramped up (it sets the EMA's half-life in images; see ``training.ema_beta``).
@@ -181,6 +184,7 @@ class StylExConfig:
     iterations: int = 800
     lr: float = 2e-3
     encoder_lr: float | None = None
+    lr_rampdown: float | None = None
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.995
     ema_rampup: float | None = 0.05
@@ -198,6 +202,9 @@ class StylExConfig:
     def __post_init__(self) -> None:
         _require_positive(self, "channels", "latent_dim", "batch_size", "iterations", "log_every",
                           "sample_every", "checkpoint_every", "keep_checkpoints")
+        if self.lr_rampdown is not None and not 0.0 <= self.lr_rampdown <= 1.0:
+            raise ValueError(f"StylExConfig.lr_rampdown {self.lr_rampdown!r} must be a share of the iterations "
+                             f"in [0, 1] (or None: constant learning rates)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"StylExConfig.precision {self.precision!r} is unknown; choose one of: "
                              f"{', '.join(PRECISIONS)}")

@@ -113,6 +113,27 @@ def ema_beta(config: StylExConfig, images_seen: int) -> float:
     return 0.5 ** (config.batch_size / max(half_life, 1e-8))
 
 
+def lr_factor(config: StylExConfig, iteration: int) -> float:
+    """The share of its configured learning rate every optimiser uses at ``iteration`` (0-based).
+
+    1 throughout without ``config.lr_rampdown``. With a ramp-down share r, 1 until the last
+    ``r * config.iterations`` iterations begin, then a half cosine that reaches 0 after the last
+    one. The horizon is the configured length: a run stopped early (``train_stylex``'s
+    ``iterations``) and resumed follows the same schedule as one trained straight through.
+    """
+    if not config.lr_rampdown:
+        return 1.0
+    start = config.iterations * (1.0 - config.lr_rampdown)
+    t = (iteration - start) / (config.iterations - start)
+    return 1.0 if t <= 0 else 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _set_lr(optimisers: list[tuple[torch.optim.Optimizer, list[float]]], factor: float) -> None:
+    for opt, base in optimisers:
+        for group, lr in zip(opt.param_groups, base):
+            group["lr"] = lr * factor
+
+
 # What one training iteration computes, recorded in metadata.json. 1 (runs without the field too):
 # the discriminator's fakes come from their own no-grad generator pass, as stylegan2 does. Models
 # with 2 were trained by a version (2026-11-28) whose one generator pass per iteration served both
@@ -245,6 +266,8 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     opt_e = (_adam(model.encoder.parameters(), config.encoder_lr or config.lr, config.betas, 0)
              if model.encoder is not None else None)
     opt_d = _adam(disc.parameters(), config.lr, config.betas, w.r1_interval if w.r1_gamma > 0 else 0)
+    # The configured learning rates (a resumed optimiser's state holds the last scheduled ones).
+    schedule = [(opt, [g["lr"] for g in opt.param_groups]) for opt in (opt_g, opt_e, opt_d) if opt is not None]
     batch_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
     start_iter, pl_mean = 0, torch.zeros((), device=dev)
 
@@ -335,6 +358,7 @@ def train_stylex(mode: str, data: DataConfig, config: StylExConfig, classifier: 
     handlers = _install_stop_handlers(stop)  # every rank: torchrun forwards SIGTERM to all of them
     try:
         while iteration < total_iters:
+            _set_lr(schedule, lr_factor(config, iteration))
             idx = torch.randint(len(train), (batch,), generator=batch_gen)
             x = train.batch(idx.to(train.images.device), dev).contiguous(memory_format=layout)
             probs = probs_all[idx.to(dev)]

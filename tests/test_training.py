@@ -60,11 +60,15 @@ def test_every_mode_trains_and_finishes(mode, data, classifier, tmp_path):
     assert torch.load(tmp_path / "model.pt", weights_only=True)["arch"] == loaded.model.arch.to_dict()
 
 
-def test_resume_continues_bit_identically(data, classifier, tmp_path):
-    straight = train_stylex("stylex-alt", data, tiny_config(), classifier, tmp_path / "a", device="cpu", progress=False)
-    train_stylex("stylex-alt", data, tiny_config(), classifier, tmp_path / "b", device="cpu", progress=False, iterations=2)
+@pytest.mark.parametrize("rampdown", [None, 1.0])
+def test_resume_continues_bit_identically(data, classifier, tmp_path, rampdown):
+    # With a ramp-down every iteration has its own learning rate: a resumed run must take the
+    # configured rates as the base, not the last scheduled ones its optimiser state holds.
+    config = tiny_config(lr_rampdown=rampdown)
+    straight = train_stylex("stylex-alt", data, config, classifier, tmp_path / "a", device="cpu", progress=False)
+    train_stylex("stylex-alt", data, config, classifier, tmp_path / "b", device="cpu", progress=False, iterations=2)
     (tmp_path / "b" / "model.pt").unlink()  # pretend the 2-iteration run was interrupted after its checkpoint
-    resumed = train_stylex("stylex-alt", data, tiny_config(), classifier, tmp_path / "b", device="cpu", progress=False)
+    resumed = train_stylex("stylex-alt", data, config, classifier, tmp_path / "b", device="cpu", progress=False)
     assert resumed.iteration == 4
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -142,3 +146,30 @@ def test_ema_ramps_up_then_holds_the_configured_decay():
     assert early < 0.5  # after 10 iterations the EMA follows the weights closely (half-life 8 images)
     assert late == pytest.approx(0.995)
     assert ema_beta(tiny_config(batch_size=16, ema_decay=0.995, ema_rampup=None), 16) == pytest.approx(0.995)
+
+
+def test_lr_factor_holds_then_falls_on_a_half_cosine():
+    from repro.training import lr_factor
+
+    constant = tiny_config(iterations=100)
+    assert {lr_factor(constant, i) for i in (0, 50, 99)} == {1.0}
+    half = tiny_config(iterations=100, lr_rampdown=0.5)
+    assert lr_factor(half, 0) == lr_factor(half, 50) == 1.0
+    assert lr_factor(half, 75) == pytest.approx(0.5)
+    assert 0 < lr_factor(half, 99) < 0.01 and lr_factor(half, 100) == pytest.approx(0.0)
+    factors = [lr_factor(half, i) for i in range(50, 100)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    with pytest.raises(ValueError, match="lr_rampdown"):
+        tiny_config(lr_rampdown=1.5)
+
+
+def test_lr_rampdown_reaches_the_optimisers(data, classifier, tmp_path):
+    constant = train_stylex("stylex", data, tiny_config(), classifier, tmp_path / "c", device="cpu", progress=False)
+    ramped = train_stylex("stylex", data, tiny_config(lr_rampdown=1.0), classifier, tmp_path / "r", device="cpu",
+                          progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(constant.model.state_dict().values(),
+                                                     ramped.model.state_dict().values()))
+    state = torch.load(sorted((tmp_path / "r" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    config = tiny_config()
+    # the last step (iteration 3 of 4) ran at lr x lr_factor = lr x (1 + cos(3 pi / 4)) / 2
+    assert state["opt_e"]["param_groups"][0]["lr"] == pytest.approx(config.lr * 0.5 * (1 - 2 ** -0.5))
