@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from repro.probe import mean_r2
 from repro.utils import write_atomic
 
 # The report's targets, by the field of fidelity.json they apply to.
@@ -191,12 +192,20 @@ def explanation_rows(summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str,
 
 def groundtruth_record(result: Mapping[str, Any]) -> dict[str, Any]:
     """AttFind's ground-truth measures of one :func:`repro.groundtruth.evaluate` result:
-    ``precision_at_<k>``, the mean ``purity`` of its top-k coordinates, ``spurious_exposed`` (0/1)."""
+    ``precision_at_<k>``, the mean ``purity`` of its top-k coordinates, ``spurious_exposed``
+    (0/1), and where the probe was validated on the model's reconstructions its mean R^2 over
+    the factors on the originals and on the reconstructions (``probe_r2_originals``,
+    ``probe_r2_reconstructions``)."""
     att = result["methods"]["attfind"]
     coords = att["coords"]
-    return {f"precision_at_{result['k']}": float(att["precision_at_k"]),
-            "purity": statistics.fmean(c["purity"] for c in coords) if coords else None,
-            "spurious_exposed": float(bool(att["spurious_exposed"]))}
+    record = {f"precision_at_{result['k']}": float(att["precision_at_k"]),
+              "purity": statistics.fmean(c["purity"] for c in coords) if coords else None,
+              "spurious_exposed": float(bool(att["spurious_exposed"]))}
+    validation = result.get("probe_validation")
+    if validation:
+        record["probe_r2_originals"] = mean_r2(validation["originals"])
+        record["probe_r2_reconstructions"] = mean_r2(validation["reconstructions"])
+    return record
 
 
 def groundtruth_summary(primary: Mapping[tuple[str, str], Mapping[str, Any]],

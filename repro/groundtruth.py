@@ -13,6 +13,9 @@ things the paper could only ask people about can be measured here:
    :class:`AttributeProbe` (a small CNN trained on freshly rendered images to read every factor
    back) is applied to held-out images before and after a StyleSpace edit; the factor that moves
    most is the coordinate's *dominant* factor, and its share of the total change its *purity*.
+   An edit counts as moving its dominant factor only when it moves it, on average, by
+   ``MIN_FACTOR_CHANGE`` of its range in the direction the classifier reads as the class the
+   edit pushes to (signed; :func:`moves_dominant`).
 
 :func:`real_change_purity` reads real one-factor changes of the renderer with the same probe:
 the purity a perfectly disentangled edit would show, the reference for the edits' purity.
@@ -20,6 +23,9 @@ the purity a perfectly disentangled edit would show, the reference for the edits
 :func:`evaluate` puts the two together per model and method: precision@k is the share of the
 top-k coordinates whose dominant factor is one the classifier truly uses, and "spurious exposed"
 says whether some top-k coordinate is dominated by the planted spurious factor.
+
+:func:`probe_on_reconstructions` validates the probe on generator output: its R^2 on
+reconstructions against their originals' true factors, beside its R^2 on the originals.
 
 The attribute probe and the *normalised units* every factor change is measured in (each factor
 scaled to 0..1 by its range, hues compared on the circle) live in :mod:`repro.probe`.
@@ -43,7 +49,7 @@ from repro.explain import METHODS, Explanation
 from repro.fidelity import TARGETS
 from repro.inference import classify
 from repro.probe import (CYCLIC, FACTOR_BY_NAME, FACTOR_COLUMN, PROBE_FACTORS, AttributeProbe, factor_change,
-                         load_or_train_probe)
+                         load_or_train_probe, mean_r2, normalise_factors, probe_metrics)
 from repro.stylespace import Attributes, flatten_styles, style_range, toward_class
 
 USED_THRESHOLD = 0.25  # a factor is "used" when its importance is >= this share of the largest,
@@ -51,6 +57,9 @@ NULL_RATIO = 2.0  # ... >= this multiple of the null importance (only the per-im
 USED_MIN_IMPORTANCE = 0.01  # ... and at least this (logits): a constant classifier uses nothing
 NULL = "null (detail re-drawn)"  # the key of the null importance in factor_importance's result
 MIN_CHANGE = 0.05  # an edit whose summed factor change is below this (normalised units) changes nothing
+# An edit moves a factor only when, on average over the images, it moves it by at least this share
+# of its range towards the class the edit pushes to (signed by the classifier's own direction).
+MIN_FACTOR_CHANGE = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,24 +74,28 @@ def _endpoints(factors: np.ndarray, name: str) -> tuple[np.ndarray | float, np.n
     return f.low, f.high
 
 
-def factor_importance(classifier: nn.Module, data: DataConfig, *, n: int = 512, device: str | torch.device = "cpu",
-                      seed: int = 0, batch_size: int = 256) -> dict[str, float]:
-    """The classifier's true importance of every factor (``PROBE_FACTORS``, the spurious one included).
+def factor_effects(classifier: nn.Module, data: DataConfig, *, n: int = 512, device: str | torch.device = "cpu",
+                   seed: int = 0, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """The classifier's true importance of every factor (``PROBE_FACTORS``, the spurious one
+    included) and the direction in which each moves the decision towards class 1.
 
     Rule: take the factor rows ``seed * n .. seed * n + n - 1`` of the data's test split (seed 0:
     the first ``n`` test images, the ones the classifier is evaluated on). For each factor, render
     every row twice with only that factor changed, all others (and the per-image detail) as drawn:
 
-    - continuous: at the low and at the high end of its range;
-    - binary: 0 and 1 (the factor flipped);
-    - cyclic hue: at the image's own hue and at the opposite hue (+0.5), since 0 and 1 are equal.
+    - continuous: at the low (a) and at the high (b) end of its range;
+    - binary: 0 (a) and 1 (b);
+    - cyclic hue: at the image's own hue (a) and at the opposite hue (b, +0.5), since 0 and 1 are equal.
 
-    Importance = mean over the ``n`` images of ``|m(b) - m(a)|`` where ``m = logit[1] - logit[0]``
-    is the classifier's decision margin: the largest change of the decision that factor alone can
-    cause. Units: logits. The classifier must already be on ``device``.
+    With ``m = logit[1] - logit[0]`` the classifier's decision margin, per factor:
+    ``importance`` = mean over the ``n`` images of ``|m(b) - m(a)|`` (logits): the largest change
+    of the decision that factor alone can cause; ``direction`` = the sign of the mean of
+    ``m(b) - m(a)``: +1 when raising the factor pushes towards class 1, -1 towards class 0, 0 for
+    the cyclic hues (a circle has no "up") and for a factor that moves nothing. The classifier
+    must already be on ``device``.
 
-    The result also holds, under the key ``NULL``, the same measurement for a change that means
-    nothing: every image re-rendered with another image's ``detail_seed`` (wrinkle jitter,
+    ``importance`` also holds, under the key ``NULL``, the same measurement for a change that
+    means nothing: every image re-rendered with another image's ``detail_seed`` (wrinkle jitter,
     hairline, stripes, gaze). A classifier is never perfectly invariant, so every factor moves its
     margin a little; the null says how much "a little" is for this classifier.
     """
@@ -96,15 +109,21 @@ def factor_importance(classifier: nn.Module, data: DataConfig, *, n: int = 512, 
         logits = predict_logits(classifier, images.float() / 127.5 - 1.0, batch_size=batch_size, device=dev)
         return logits[:, 1] - logits[:, 0]
 
-    importance = {}
+    importance, direction = {}, {}
     for name in PROBE_FACTORS:
         a, b = _endpoints(factors, name)
         change = margin(intervene(factors, name, b)) - margin(intervene(factors, name, a))
         importance[name] = float(change.abs().mean())
+        direction[name] = 0 if name in CYCLIC else int(np.sign(float(change.mean())))
     detail = factors[:, FACTOR_COLUMN["detail_seed"]]
     change = margin(intervene(factors, "detail_seed", np.roll(detail, 1))) - margin(factors)
     importance[NULL] = float(change.abs().mean())
-    return importance
+    return {"importance": importance, "direction": direction}
+
+
+def factor_importance(classifier: nn.Module, data: DataConfig, **kwargs: Any) -> dict[str, float]:
+    """:func:`factor_effects`' ``importance`` (its keyword arguments pass through)."""
+    return factor_effects(classifier, data, **kwargs)["importance"]
 
 
 def used_floor(importance: Mapping[str, float], threshold: float = USED_THRESHOLD, *,
@@ -135,7 +154,8 @@ def used_factors(importance: Mapping[str, float], threshold: float = USED_THRESH
 
 @torch.inference_mode()
 def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attributes: Attributes, k: int, *,
-                       n_images: int = 64, amount: float = 1.0) -> list[dict[str, Any]]:
+                       n_images: int = 64, amount: float = 1.0,
+                       directions: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """What each of the top-``k`` coordinates of ``attributes`` changes, read by the probe.
 
     On the first ``n_images`` held-out images (``explanation.eval_set``), each coordinate is
@@ -149,9 +169,13 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
     user study use): the probe reads the kind of edit whose flips the flip rate counts.
 
     Returns one dict per coordinate: ``coord`` (d, i); ``changes`` {factor: mean over images of
-    :func:`factor_change`} (normalised units); ``total`` (their sum); ``dominant`` (the factor
-    with the largest change); ``purity`` (its share of the total, in [0, 1]; 0 when nothing
-    changes).
+    :func:`factor_change`} (normalised units, unsigned); ``total`` (their sum); ``dominant`` (the
+    factor with the largest change); ``purity`` (its share of the total, in [0, 1]; 0 when nothing
+    changes). With ``directions`` (:func:`factor_effects`' ``direction``) also ``signed``
+    {factor: mean over images of its change towards the class the edit pushes to}: the reading's
+    change times the factor's direction, negated for images pushed towards class 0, so that a
+    positive value is a move the classifier reads as the new class. Factors without a direction
+    (the hues, 0) keep their unsigned change there.
     """
     model, lat = explanation.model, explanation.eval_set
     lat = lat.subset(slice(0, min(n_images, len(lat))))
@@ -166,16 +190,25 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
             groups.append((c, idx, lat.subset(idx.to(lat.w.device))))
     read_before = probe.predict(before)
     names = probe.factor_names
+    toward_one = (base_class == 0).float() * 2.0 - 1.0  # +1 where the edit pushes towards class 1, else -1
+    sign = None if directions is None else torch.tensor([float(directions.get(n, 0)) for n in names])
     out = []
     for coord in attributes.top(k):
         after = torch.empty_like(before)
         for c, idx, sub in groups:
             after[idx] = edit_render(model, sub, [toward_class(coord, c)], amount, smin, smax)
-        change = factor_change(read_before, probe.predict(after), names).mean(0)
+        read_after = probe.predict(after)
+        per_image = factor_change(read_before, read_after, names)
+        change = per_image.mean(0)
         total = float(change.sum())
         j = int(change.argmax())
-        out.append({"coord": tuple(coord), "changes": {n: float(v) for n, v in zip(names, change)},
-                    "total": total, "dominant": names[j], "purity": float(change[j]) / total if total > 0 else 0.0})
+        row = {"coord": tuple(coord), "changes": {n: float(v) for n, v in zip(names, change)},
+               "total": total, "dominant": names[j], "purity": float(change[j]) / total if total > 0 else 0.0}
+        if sign is not None:
+            toward = ((read_after - read_before) * sign * toward_one[:, None]).mean(0)
+            signed = torch.where(sign != 0, toward, change)
+            row["signed"] = {n: float(v) for n, v in zip(names, signed)}
+        out.append(row)
     return out
 
 
@@ -236,63 +269,133 @@ def real_change_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # 3. Per model and method
 
+def moves_dominant(c: Mapping[str, Any], *, min_change: float = MIN_CHANGE,
+                   min_factor_change: float = MIN_FACTOR_CHANGE) -> bool:
+    """Whether an edit (one :func:`coordinate_factors` dict) counts as changing its dominant
+    factor: it visibly changes something (``total >= min_change``) and, where the result is
+    signed, moves the dominant factor by ``>= min_factor_change`` of its range towards the class
+    it pushes to (``signed``; unsigned results are judged by ``total`` alone)."""
+    if c["total"] < min_change:
+        return False
+    return "signed" not in c or c["signed"][c["dominant"]] >= min_factor_change
+
+
 def precision_at_k(coords: Sequence[Mapping[str, Any]], used: Collection[str], *,
-                   min_change: float = MIN_CHANGE) -> float:
+                   min_change: float = MIN_CHANGE, min_factor_change: float = MIN_FACTOR_CHANGE) -> float:
     """Share of ``coords`` (the top-k, as :func:`coordinate_factors` returns them) whose dominant
-    factor is one the classifier truly uses, counting only edits that visibly change something
-    (``total >= min_change``). 0 for an empty list."""
+    factor is one the classifier truly uses, counting only edits that move it
+    (:func:`moves_dominant`). 0 for an empty list."""
     if not coords:
         return 0.0
-    hits = sum(1 for c in coords if c["total"] >= min_change and c["dominant"] in used)
+    hits = sum(1 for c in coords if c["dominant"] in used
+               and moves_dominant(c, min_change=min_change, min_factor_change=min_factor_change))
     return hits / len(coords)
 
 
-def spurious_exposed(coords: Sequence[Mapping[str, Any]], spurious: str, *, min_change: float = MIN_CHANGE) -> bool:
-    """Whether some coordinate of ``coords`` (the top-k) visibly changes the image
-    (``total >= min_change``) with the spurious factor as its dominant factor."""
-    return any(c["total"] >= min_change and c["dominant"] == spurious for c in coords)
+def spurious_exposed(coords: Sequence[Mapping[str, Any]], spurious: str, *, min_change: float = MIN_CHANGE,
+                     min_factor_change: float = MIN_FACTOR_CHANGE) -> bool:
+    """Whether some coordinate of ``coords`` (the top-k) has the spurious factor as its dominant
+    factor and moves it (:func:`moves_dominant`)."""
+    return any(c["dominant"] == spurious
+               and moves_dominant(c, min_change=min_change, min_factor_change=min_factor_change) for c in coords)
+
+
+@torch.inference_mode()
+def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, data: DataConfig, *,
+                             n: int = 512) -> dict[str, dict[str, dict[str, float]]] | None:
+    """The probe validated on generator output: its per-factor R^2 and MAE
+    (:func:`repro.probe.probe_metrics`) on the first ``n`` test images of ``data`` and on their
+    reconstructions G(E(x), C(x)), both against the originals' true factors. The probe never saw
+    generator output; where it reads reconstructions much worse than renders, what it reads of
+    an edit is in doubt too. None for a model without an encoder (nothing to reconstruct) or
+    data without known factors.
+
+    Returns {"originals": {factor: {"r2", "mae"}}, "reconstructions": {...}}.
+    """
+    from repro.data import ImageSet, load_split
+    from repro.evaluation import latents, render as render_latents
+
+    model = explanation.model
+    if model.encoder is None or data.dataset != "synthetic":
+        return None
+    test = load_split(data, "test")
+    n = min(n, len(test))
+    subset = ImageSet(test.images[:n], test.labels[:n])
+    lat = latents(model, explanation.classifier, subset, n=n)
+    rec = render_latents(model, lat).clamp(-1.0, 1.0)
+    truth = normalise_factors(test.factors[:n].numpy())
+    return {"originals": probe_metrics(probe, lat.images, truth), "reconstructions": probe_metrics(probe, rec, truth)}
+
+
+def probe_validation_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per factor (and their mean): the probe's R^2 on the test images (``originals``,
+    the same images for every model of a task) and on each model's reconstructions of them (the
+    ``probe_validation`` of :func:`evaluate` results; models without one are left out)."""
+    validated = {(task, mode): res["probe_validation"] for (task, mode), res in results.items()
+                 if res.get("probe_validation")}
+    if not validated:
+        return []
+    names = list(next(iter(validated.values()))["originals"])
+    rows = []
+    for name in names + ["mean"]:
+        row: dict[str, Any] = {"factor": name}
+        for (task, mode), v in validated.items():
+            for part, label in (("originals", f"{task} originals"), ("reconstructions", f"{task}/{mode}")):
+                row[label] = mean_r2(v[part]) if name == "mean" else v[part][name]["r2"]
+        rows.append(row)
+    return rows
 
 
 def evaluate(profile: Profile, task: TaskConfig, mode: str, explanation: Explanation, *,
-             probe: AttributeProbe | None = None, importance: Mapping[str, float] | None = None, k: int = 4,
-             device: str | torch.device = "cpu", used_threshold: float = USED_THRESHOLD,
-             n_images: int | None = None, min_change: float = MIN_CHANGE) -> dict[str, Any]:
+             probe: AttributeProbe | None = None, effects: Mapping[str, Mapping[str, float]] | None = None,
+             k: int = 4, device: str | torch.device = "cpu", used_threshold: float = USED_THRESHOLD,
+             n_images: int | None = None, min_change: float = MIN_CHANGE,
+             min_factor_change: float = MIN_FACTOR_CHANGE, validate_probe: bool = True) -> dict[str, Any]:
     """Ground-truth fidelity of one model's explanations (AttFind, Wu et al., random).
 
-    ``importance`` defaults to :func:`factor_importance` of the explanation's classifier on the
-    task's classifier data, ``probe`` to :func:`load_or_train_probe` (pass both to reuse them
-    across models). Used factors: importance >= ``used_threshold`` x the largest, >= ``NULL_RATIO``
-    x the null importance and >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the
-    spurious factor counts as used when the classifier uses it, since then a coordinate changing
-    it explains the classifier faithfully. Per method, its top-``k`` coordinates go through
-    :func:`coordinate_factors` on ``n_images`` held-out images (None: the flip rate's
-    ``profile.eval.images_per_repeat``, so that the edits' targets, the style min / max over those
-    images, span the range the flip rate's do); ``precision_at_k`` and ``spurious_exposed`` (over
-    the same top-k) follow the functions of those names.
+    ``effects`` ({"importance", "direction"}) default to :func:`factor_effects` of the
+    explanation's classifier on the task's classifier data, ``probe`` to
+    :func:`load_or_train_probe` (pass both to reuse them across models). Used factors: importance
+    >= ``used_threshold`` x the largest, >= ``NULL_RATIO`` x the null importance and
+    >= ``USED_MIN_IMPORTANCE`` logits (:func:`used_factors`); the spurious factor counts as used
+    when the classifier uses it, since then a coordinate changing it explains the classifier
+    faithfully. Per method, its top-``k`` coordinates go through :func:`coordinate_factors`
+    (signed by the classifier's directions) on ``n_images`` held-out images (None: the flip
+    rate's ``profile.eval.images_per_repeat``, so that the edits' targets, the style min / max
+    over those images, span the range the flip rate's do); ``precision_at_k`` and
+    ``spurious_exposed`` (over the same top-k) follow the functions of those names: a coordinate
+    counts only when it moves its dominant factor by ``min_factor_change`` of its range towards
+    the class it pushes to. With ``validate_probe``, ``probe_validation`` is
+    :func:`probe_on_reconstructions` (None for a model without an encoder).
 
     Returns {"task", "mode", "k", "n_images", "used_threshold", "null_ratio", "used_floor", "min_change",
-    "importance", "used_factors", "spurious", "spurious_used",
-    "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
+    "min_factor_change", "importance", "direction", "used_factors", "spurious", "spurious_used",
+    "probe_validation", "methods": {method: {"coords", "precision_at_k", "spurious_exposed"}}}.
     """
-    if importance is None:
-        importance = factor_importance(explanation.classifier, task.classifier_data, device=device)
+    if effects is None:
+        effects = factor_effects(explanation.classifier, task.classifier_data, device=device)
+    importance, direction = effects["importance"], effects["direction"]
     if probe is None:
         probe = load_or_train_probe(profile, task, device=device)
     used = used_factors(importance, used_threshold)
     n_images = profile.eval.images_per_repeat if n_images is None else n_images
     spurious = TASKS[task.classifier_data.task].spurious
+    thresholds = {"min_change": min_change, "min_factor_change": min_factor_change}
     methods = {}
     for method in METHODS:
         if method not in explanation.attributes:
             continue
-        coords = coordinate_factors(probe, explanation, explanation.attributes[method], k, n_images=n_images)
-        methods[method] = {"coords": coords, "precision_at_k": precision_at_k(coords, used, min_change=min_change),
-                           "spurious_exposed": spurious_exposed(coords, spurious, min_change=min_change)}
+        coords = coordinate_factors(probe, explanation, explanation.attributes[method], k, n_images=n_images,
+                                    directions=direction)
+        methods[method] = {"coords": coords, "precision_at_k": precision_at_k(coords, used, **thresholds),
+                           "spurious_exposed": spurious_exposed(coords, spurious, **thresholds)}
+    validation = probe_on_reconstructions(probe, explanation, task.stylex_data) if validate_probe else None
     return {"task": task.name, "mode": mode, "k": k, "n_images": min(n_images, len(explanation.eval_set)),
             "used_threshold": used_threshold, "null_ratio": NULL_RATIO,
-            "used_floor": used_floor(importance, used_threshold), "min_change": min_change,
-            "importance": dict(importance), "used_factors": used, "spurious": spurious,
-            "spurious_used": spurious in used, "methods": methods}
+            "used_floor": used_floor(importance, used_threshold), **thresholds,
+            "importance": dict(importance), "direction": dict(direction), "used_factors": used,
+            "spurious": spurious, "spurious_used": spurious in used, "probe_validation": validation,
+            "methods": methods}
 
 
 TARGET_PRECISION = TARGETS["precision_at_4"]  # the target for AttFind's precision@k on StylEx models
@@ -322,17 +425,27 @@ def target_verdict(result: Mapping[str, Any], planted: bool, target: float = TAR
 
 def fidelity_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, model, method) for ``repro.report.markdown_table``: precision@k, whether
-    the spurious factor was exposed, the dominant factor of each top-k coordinate (rank order; in
-    brackets when the edit changes nothing visible) and the factors the classifier uses."""
+    the spurious factor was exposed, the dominant factor of each top-k coordinate (rank order,
+    with its signed move where measured; in brackets when it does not count as moved,
+    :func:`moves_dominant`) and the factors the classifier uses."""
     rows = []
     for (task, mode), res in results.items():
         for method, m in res["methods"].items():
-            dominant = [c["dominant"] if c["total"] >= res["min_change"] else f"({c['dominant']})" for c in m["coords"]]
+            thresholds = {"min_change": res["min_change"],
+                          "min_factor_change": res.get("min_factor_change", MIN_FACTOR_CHANGE)}
+            dominant = [_dominant_label(c, thresholds) for c in m["coords"]]
             rows.append({"task": task, "model": mode, "method": method, "k": res["k"],
                          "precision_at_k": float(m["precision_at_k"]),
                          "spurious_exposed": "yes" if m["spurious_exposed"] else "no",
                          "dominant_factors": ", ".join(dominant), "used_factors": ", ".join(res["used_factors"])})
     return rows
+
+
+def _dominant_label(c: Mapping[str, Any], thresholds: Mapping[str, float]) -> str:
+    """A coordinate's dominant factor for a table: with its signed move towards the new class
+    where measured (e.g. ``hair_grey +0.07``), in brackets where it does not count as moved."""
+    label = c["dominant"] + (f" {c['signed'][c['dominant']]:+.2f}" if "signed" in c else "")
+    return label if moves_dominant(c, **thresholds) else f"({label})"
 
 
 def _importance_bars(ax, importance: Mapping[str, float], spurious: str | None, threshold: float) -> None:

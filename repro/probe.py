@@ -42,6 +42,7 @@ PROBE_FACTORS: list[str] = [f.name for f in FACTORS if f.kind != "id"]
 CYCLIC = ("fur_hue", "bg_hue")  # hues: 0 and 1 are the same colour
 PROBE_SEED_OFFSET = 1_000_003  # the probe's renders use data.seed + this: never the classifier's images
 MAX_PROBE_IMAGES = 8_192  # probe training images at most (the data set's n_train below that)
+PROBE_WIDTH = 32  # channels of the probe's first convolution
 PROBE_PASSES = 32_768  # image passes of probe training; epochs = PROBE_PASSES // n_train, within [2, 4]
 
 FACTOR_BY_NAME = {f.name: f for f in FACTORS}  # factor name -> its synthetic.Factor (range, kind)
@@ -212,9 +213,10 @@ def _r2(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def probe_metrics(probe: AttributeProbe, images: torch.Tensor, normalised: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per factor on held-out images: ``r2`` (of the raw outputs: value, or the hue's cos / sin)
-    and ``mae`` (mean :func:`factor_change` between reading and truth, normalised units)."""
-    x = images.float() / 127.5 - 1.0
+    """Per factor on held-out images (uint8 [N, 3, R, R], or float in [-1, 1] such as generator
+    output): ``r2`` (of the raw outputs: value, or the hue's cos / sin) and ``mae`` (mean
+    :func:`factor_change` between reading and truth, normalised units)."""
+    x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float().clamp(-1, 1)
     truth = torch.from_numpy(normalised)
     with torch.inference_mode():
         device = next(probe.parameters()).device
@@ -230,6 +232,11 @@ def probe_metrics(probe: AttributeProbe, images: torch.Tensor, normalised: np.nd
     return out
 
 
+def mean_r2(per_factor: dict[str, dict[str, float]]) -> float:
+    """The mean over factors of a :func:`probe_metrics` result's ``r2``."""
+    return float(np.mean([m["r2"] for m in per_factor.values()]))
+
+
 def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
                expected_config: dict[str, Any] | None = None) -> AttributeProbe:
     """Load ``run_dir/probe.pt`` (eval mode, gradients off); ``CheckpointError`` when it is
@@ -242,7 +249,8 @@ def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
 
 
 def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.device = "cpu", force: bool = False,
-                progress: bool | None = None, n_train: int | None = None, epochs: int | None = None) -> AttributeProbe:
+                progress: bool | None = None, n_train: int | None = None, epochs: int | None = None,
+                width: int = PROBE_WIDTH) -> AttributeProbe:
     """Train (or reuse) the attribute probe for the synthetic data ``data`` describes.
 
     Training images are rendered afresh from the renderer's own factor stream (seed
@@ -262,7 +270,7 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
     n_train = n_train or default_n
     epochs = epochs or default_epochs
     seed = data.seed + PROBE_SEED_OFFSET
-    config = {"resolution": data.resolution, "seed": seed, "n_train": n_train, "epochs": epochs, "width": 32,
+    config = {"resolution": data.resolution, "seed": seed, "n_train": n_train, "epochs": epochs, "width": width,
               "batch_size": max(32, min(128, n_train // 32)), "lr": 3e-3, "factor_names": list(PROBE_FACTORS)}
     run_dir = Path(run_dir)
     stage = StageDir(run_dir, PROBE_CHECKPOINT, config)
@@ -307,7 +315,7 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
     bar.close()
     probe.eval().requires_grad_(False)
     per_factor = probe_metrics(probe, held_images, held_targets)
-    metrics = {"factors": per_factor, "mean_r2": float(np.mean([m["r2"] for m in per_factor.values()])),
+    metrics = {"factors": per_factor, "mean_r2": mean_r2(per_factor),
                "n_train": n_train, "n_heldout": len(held_images), "epochs": epochs, "history": history,
                "seconds": {"render": seconds_render, "total": time.perf_counter() - start}, "device": str(device)}
     write_atomic(run_dir / PROBE_METRICS, json.dumps(metrics, indent=2) + "\n")

@@ -75,3 +75,16 @@ def test_groundtruth_summary_over_stylex_seeds():
     rec = out["a/stylex"]
     assert rec["precision_at_4"] == 0.75 and rec["purity"] == pytest.approx(0.35)
     assert rec["spurious_exposed"] == 0.5 and rec["groundtruth_seeds"] == 2 and "precision_at_4_std" in rec
+    assert "probe_r2_reconstructions" not in rec  # no seed validated the probe
+
+
+def test_groundtruth_record_carries_the_probe_validation():
+    def reading(*r2):
+        return {f"f{j}": {"r2": v, "mae": 0.1} for j, v in enumerate(r2)}
+
+    result = {"k": 4, "probe_validation": {"originals": reading(0.9, 0.7), "reconstructions": reading(0.5, 0.1)},
+              "methods": {"attfind": {"precision_at_k": 0.5, "spurious_exposed": False, "coords": [{"purity": 0.3}]}}}
+    rec = fidelity.groundtruth_record(result)
+    assert rec["probe_r2_originals"] == pytest.approx(0.8)
+    assert rec["probe_r2_reconstructions"] == pytest.approx(0.3)
+    assert "probe_r2_originals" not in fidelity.groundtruth_record({**result, "probe_validation": None})

@@ -15,7 +15,7 @@ from repro.data.synthetic import intervene, render, sample_factors
 from repro.evaluation import Latents, fixed_noise
 from repro.explain import Explanation
 from repro.model import StylExArch
-from repro.probe import FACTOR_BY_NAME, PROBE_FACTORS, AttributeProbe
+from repro.probe import CYCLIC, FACTOR_BY_NAME, PROBE_FACTORS, AttributeProbe
 from repro.stylespace import Attributes
 
 DATA = DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=1024, n_val=128, n_test=256)
@@ -38,8 +38,9 @@ def test_used_factors_rule():
     assert gt.used_factors({"wrinkles": 0.004, "glasses": 0.003}, min_importance=0.0) == ["wrinkles", "glasses"]
 
 
-def coord(dominant, total, d=0, i=0):
-    return {"coord": (d, i), "dominant": dominant, "total": total, "purity": 1.0, "changes": {dominant: total}}
+def coord(dominant, total, d=0, i=0, signed=None):
+    c = {"coord": (d, i), "dominant": dominant, "total": total, "purity": 1.0, "changes": {dominant: total}}
+    return c if signed is None else c | {"signed": {dominant: signed}}
 
 
 def test_precision_at_k_by_hand():
@@ -53,6 +54,21 @@ def test_precision_at_k_by_hand():
     assert gt.spurious_exposed(coords, "glasses")
     assert not gt.spurious_exposed(coords, "collar")
     assert not gt.spurious_exposed([coord("glasses", 0.01)], "glasses", min_change=0.05)
+
+
+def test_signed_counting_needs_the_move_towards_the_new_class():
+    used = {"wrinkles", "glasses"}
+    towards, too_small, backwards = (coord("wrinkles", 0.3, signed=v) for v in (0.08, 0.03, -0.08))
+    assert gt.precision_at_k([towards, too_small, backwards], used, min_factor_change=0.05) == pytest.approx(1 / 3)
+    assert gt.precision_at_k([too_small], used, min_factor_change=0.02) == 1.0  # the stated share decides
+    assert not gt.moves_dominant(backwards, min_factor_change=0.0)  # the wrong way never counts
+    assert gt.moves_dominant(coord("wrinkles", 0.3))  # unsigned results: judged by their total only
+    assert not gt.moves_dominant(coord("wrinkles", 0.01, signed=0.5))  # nothing visible changed
+    assert gt.spurious_exposed([coord("glasses", 0.3, signed=0.06)], "glasses")
+    assert not gt.spurious_exposed([coord("glasses", 0.3, signed=-0.06)], "glasses")
+    labels = [gt._dominant_label(c, {"min_change": 0.05, "min_factor_change": 0.05})
+              for c in (towards, backwards, coord("bg_hue", 0.3))]
+    assert labels == ["wrinkles +0.08", "(wrinkles -0.08)", "bg_hue"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +107,13 @@ def test_importance_of_a_glasses_detector_is_glasses():
     on, off = (render(intervene(rows, "glasses", v), 32).astype(np.float32) for v in (1.0, 0.0))
     mask = torch.from_numpy((np.abs(on - off).mean(-1).mean(0) > 40))  # where the frames are drawn
     assert 10 < mask.sum() < 200
-    imp = gt.factor_importance(RegionReader(mask, weight=-4.0), DATA, n=32)  # dark there -> class 1
+    effects = gt.factor_effects(RegionReader(mask, weight=-4.0), DATA, n=32)  # dark there -> class 1
+    imp = effects["importance"]
+    assert imp == gt.factor_importance(RegionReader(mask, weight=-4.0), DATA, n=32)
+    assert effects["direction"]["glasses"] == 1  # black frames darken the region: towards class 1
+    flipped = gt.factor_effects(RegionReader(mask, weight=4.0), DATA, n=32)["direction"]
+    assert flipped["glasses"] == -1
+    assert effects["direction"]["bg_hue"] == effects["direction"]["fur_hue"] == 0  # a circle has no "up"
     assert max(imp, key=imp.get) == "glasses"
     assert "glasses" in gt.used_factors(imp)
     assert imp["glasses"] > 2 * max(v for name, v in imp.items() if name != "glasses")
@@ -156,21 +178,67 @@ def test_coordinate_factors_structure(tiny_explanation):
     assert all(c["total"] < 1e-5 for c in still)  # float noise only (the groups render as smaller batches)
 
 
+def test_signed_changes_follow_the_directions(tiny_explanation):
+    probe = AttributeProbe(32).eval()
+    attrs = tiny_explanation.attributes["attfind"]
+    up = {name: 1 for name in probe.factor_names}
+    plus = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10, directions=up)
+    minus = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10,
+                                  directions={name: -1 for name in probe.factor_names})
+    none = gt.coordinate_factors(probe, tiny_explanation, attrs, k=2, n_images=10,
+                                 directions={name: 0 for name in probe.factor_names})
+    for p, m, z in zip(plus, minus, none):
+        assert p["changes"] == m["changes"] == z["changes"]
+        for name in probe.factor_names:
+            if name in CYCLIC:
+                continue
+            assert p["signed"][name] == pytest.approx(-m["signed"][name], abs=1e-6)
+            assert abs(p["signed"][name]) <= p["changes"][name] + 1e-6  # |mean| <= mean |.|
+        assert z["signed"] == pytest.approx(z["changes"])  # no direction: the unsigned change
+    assert "signed" not in gt.coordinate_factors(probe, tiny_explanation, attrs, k=1, n_images=10)[0]
+
+
+def test_probe_on_reconstructions(tiny_explanation, tmp_path):
+    data = dataclasses.replace(DATA, n_train=64, n_val=16, n_test=24, cache_dir=str(tmp_path / "cache"))
+    probe = AttributeProbe(32).eval()
+    res = gt.probe_on_reconstructions(probe, tiny_explanation, data, n=16)
+    assert set(res) == {"originals", "reconstructions"}
+    for part in res.values():
+        assert list(part) == probe.factor_names
+        assert all(np.isfinite(m["r2"]) and m["mae"] >= 0 for m in part.values())
+    # an untrained generator reconstructs nothing: the probe's reading of it differs from the originals'
+    assert res["originals"] != res["reconstructions"]
+    rows = gt.probe_validation_rows({("synth-age", "stylex"): {"probe_validation": res},
+                                     ("synth-age", "stylegan2"): {"probe_validation": None}})
+    assert [r["factor"] for r in rows] == probe.factor_names + ["mean"]
+    assert set(rows[0]) == {"factor", "synth-age originals", "synth-age/stylex"}
+    assert rows[-1]["synth-age/stylex"] == pytest.approx(np.mean([m["r2"] for m in res["reconstructions"].values()]))
+    sampled = dataclasses.replace(tiny_explanation, model=StylExArch.of("stylegan2", 32, get_profile("quick").stylex)
+                                  .build().eval())
+    assert gt.probe_on_reconstructions(probe, sampled, data, n=4) is None
+
+
 def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):
     profile = get_profile("quick")
     task = profile.tasks[0]
     probe = AttributeProbe(32).eval()
     importance = {name: 0.0 for name in PROBE_FACTORS} | {"wrinkles": 3.0, "glasses": 1.0, "bg_hue": 0.2}
-    res = gt.evaluate(profile, task, "stylex", tiny_explanation, probe=probe, importance=importance, k=2,
-                      n_images=6, min_change=0.0)
+    direction = {name: 0 if name in CYCLIC else 1 for name in PROBE_FACTORS}
+    res = gt.evaluate(profile, task, "stylex", tiny_explanation, probe=probe, k=2, n_images=6, min_change=0.0,
+                      min_factor_change=-1.0, effects={"importance": importance, "direction": direction},
+                      validate_probe=False)
     assert res["used_factors"] == ["wrinkles", "glasses"]  # bg_hue: 0.2 / 3.0 < 25%
     assert res["used_floor"] == pytest.approx(0.75)
     assert res["spurious"] == "glasses" and res["spurious_used"]
     assert list(res["methods"]) == list(gt.METHODS)
     for method, m in res["methods"].items():
         check_coords(m["coords"], probe.factor_names, 2)
-        assert m["precision_at_k"] == gt.precision_at_k(m["coords"], res["used_factors"], min_change=0.0)
+        assert m["precision_at_k"] == gt.precision_at_k(m["coords"], res["used_factors"], min_change=0.0,
+                                                        min_factor_change=-1.0)
         assert m["spurious_exposed"] == any(c["dominant"] == "glasses" for c in m["coords"])
+        assert all(set(c["signed"]) == set(PROBE_FACTORS) for c in m["coords"])
+    assert res["direction"] == direction and res["probe_validation"] is None
+    assert res["min_factor_change"] == -1.0
     results = {(task.name, "stylex"): res, (task.name, "stylegan2"): res}
     rows = gt.fidelity_rows(results)
     assert len(rows) == 6 and {r["model"] for r in rows} == {"stylex", "stylegan2"}

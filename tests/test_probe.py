@@ -86,6 +86,20 @@ def test_predict_uint8_shape_range_and_resize(trained_probe):
         probe.predict_uint8(images.astype(np.float32))
 
 
+def test_probe_metrics_read_uint8_and_float_images_alike(trained_probe):
+    probe, _ = trained_probe
+    factors = sample_factors(64, seed=3, split="test")
+    images = torch.from_numpy(render(factors, 32)).permute(0, 3, 1, 2).contiguous()
+    truth = pr.normalise_factors(factors)
+    as_uint8 = pr.probe_metrics(probe, images, truth)
+    as_float = pr.probe_metrics(probe, images.float() / 127.5 - 1.0, truth)
+    for name in probe.factor_names:
+        assert as_float[name]["r2"] == pytest.approx(as_uint8[name]["r2"], abs=1e-5)
+    assert pr.mean_r2(as_uint8) == pytest.approx(np.mean([m["r2"] for m in as_uint8.values()]))
+    noisy = pr.probe_metrics(probe, images.float() / 127.5 - 1.0 + 0.5 * torch.randn(images.shape), truth)
+    assert pr.mean_r2(noisy) < pr.mean_r2(as_uint8)  # a worse picture reads worse
+
+
 def test_probe_cyclic_outputs_round_trip():
     probe = pr.AttributeProbe(32)
     values = torch.rand(7, len(probe.factor_names))
