@@ -122,6 +122,7 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         "train_step": read("metadata.json").get("train_step", 1),  # repro.training.TRAIN_STEP
         "sec_per_iter": statistics.median(r["sec_per_iter"] for r in log) if log else None,
         "precision": read("metadata.json").get("precision", "fp32"),  # StylExConfig.precision of the training
+        "lr_rampdown": read("config.json").get("stylex", {}).get("lr_rampdown"),  # None: constant learning rates
         "attfind_images": exp.results["attfind_images"]["n"],
         "attfind_screen": exp.results["eval_config"]["attfind_screen"],  # None: exact AttFind
         # the flip rate's images per repeat: their style min / max are the edits' targets
@@ -152,7 +153,7 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
     averaged over the 4) and ``single_pixel_max_255_min`` (the smallest of the 4: the target wants
     each >= 32), and ``probe_sha256`` (the first 12 hex digits of the probe's weights)."""
     from repro.fidelity import groundtruth_record
-    from repro.groundtruth import evaluate
+    from repro.groundtruth import GT_RULE, evaluate
     from repro.probe import PROBE_CHECKPOINT, load_or_train_probe, probe_dir
     from repro.utils import pick_device
     from repro.weights import sha256_file
@@ -164,10 +165,11 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
     result = evaluate(profile, task, "stylex", exp, probe=probe, device=dev)
     gt = groundtruth_record(result)
     single = [s["pixel_max_255"] for s in exp.results["methods"]["attfind"]["observer"].get("single", [])]
-    return {"precision_at_4": gt[f"precision_at_{result['k']}"], "purity": gt["purity"],
+    return {"gt_rule": GT_RULE, "precision_at_4": gt[f"precision_at_{result['k']}"], "purity": gt["purity"],
             "spurious_exposed": gt["spurious_exposed"] if task.classifier_data.planted else None,
             "single_pixel_max_255": sum(single) / len(single) if single else None,
             "single_pixel_max_255_min": min(single) if single else None,
+            "probe_r2_reconstructions": gt.get("probe_r2_reconstructions"),
             # which probe read the edits: each run root trains its own (the same seed and data)
             "probe_sha256": sha256_file(probe_dir(profile, task) / PROBE_CHECKPOINT)[:12]}
 
@@ -189,15 +191,19 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
 
 MEASURES_FILE = "benchmarks/results/train_step.jsonl"  # records of `python -m repro measure`
 # How a model was trained and measured: rows differing in any of these are not seeds of one recipe.
-MEASURED_SETTINGS = ("train_step", "precision", "attfind_images", "attfind_screen", "flip_images")
+# gt_rule: how precision@4 and "spurious exposed" counted an edit (repro.groundtruth.GT_RULE);
+# records made before the signed rule counted any visible change ("unsigned").
+TRAINING_SETTINGS = ("train_step", "precision", "lr_rampdown")
+MEASUREMENT_SETTINGS = ("attfind_images", "attfind_screen", "flip_images", "gt_rule")
+MEASURED_SETTINGS = TRAINING_SETTINGS + MEASUREMENT_SETTINGS
 # The ground-truth measures (synthetic tasks; records before they existed lack them).
 GROUND_TRUTH_COLUMNS = ("precision_at_4", "purity", "spurious_exposed", "single_pixel_max_255",
-                        "single_pixel_max_255_min")
+                        "single_pixel_max_255_min", "probe_r2_reconstructions")
 MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_COLUMNS[2:] + GROUND_TRUTH_COLUMNS
-# What records written before these fields existed were: fp32 training, exact AttFind on 32
-# images, flip rates over 80 images per repeat.
-MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "attfind_images": 32, "attfind_screen": None,
-                     "flip_images": 80}
+# What records written before these fields existed were: fp32 training at a constant learning
+# rate, exact AttFind on 32 images, flip rates over 80 images per repeat, the unsigned ground truth.
+MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "lr_rampdown": None, "attfind_images": 32,
+                     "attfind_screen": None, "flip_images": 80, "gt_rule": "unsigned"}
 
 
 def _measured_records(path: str | Path) -> list[dict[str, Any]]:
@@ -210,7 +216,7 @@ def _measured_records(path: str | Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         if line.strip():
             r = {**MEASURED_DEFAULTS, **json.loads(line)}
-            key = (r.get("run_dir"), r.get("iterations"), *(r[c] for c in MEASURED_SETTINGS[2:]))
+            key = (r.get("run_dir"), r.get("iterations"), *(r[c] for c in MEASUREMENT_SETTINGS))
             newest.pop(key, None)
             newest[key] = r
     return list(newest.values())

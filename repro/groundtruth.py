@@ -60,6 +60,7 @@ MIN_CHANGE = 0.05  # an edit whose summed factor change is below this (normalise
 # An edit moves a factor only when, on average over the images, it moves it by at least this share
 # of its range towards the class the edit pushes to (signed by the classifier's own direction).
 MIN_FACTOR_CHANGE = 0.05
+GT_RULE = f"signed >= {MIN_FACTOR_CHANGE:g}"  # the counting rule's name in `python -m repro measure` records
 
 
 # ---------------------------------------------------------------------------------------------

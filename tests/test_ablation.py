@@ -85,6 +85,12 @@ def test_measured_models_keep_the_newest_record_per_model_and_average_over_seeds
     (row,) = ablation.measured_models(path)[1]
     assert (row["purity"], row["precision_at_4"]) == ("0.275 ± 0.035", "0.750 ± 0.000")
     assert row["single_pixel_max_255_min"] == "16.5 ± 0.7"
+    # a learning-rate schedule or another ground-truth rule is another recipe / measurement: its own row
+    path.write_text(path.read_text() + json.dumps({**record(0, 0.72, 0.8, iterations=3000), **gt,
+                                                   "lr_rampdown": 0.5, "gt_rule": "signed >= 0.05"}) + "\n")
+    old_rule, ramped = ablation.measured_models(path)[1]
+    assert (old_rule["lr_rampdown"], old_rule["gt_rule"], old_rule["seeds"]) == (None, "unsigned", "0, 1")
+    assert (ramped["lr_rampdown"], ramped["gt_rule"], ramped["seeds"]) == (0.5, "signed >= 0.05", "0")
 
 
 def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(tmp_path):
@@ -149,6 +155,8 @@ def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monke
     assert len(single) >= 1 and record["single_pixel_max_255_min"] == min(single)
     assert record["single_pixel_max_255"] == pytest.approx(sum(single) / len(single))
     assert record["probe_sha256"] == sha256_file(probe_file)[:12]
+    assert record["gt_rule"] == groundtruth.GT_RULE
+    assert record["probe_r2_reconstructions"] == pytest.approx(expected["probe_r2_reconstructions"])
 
 
 def test_copy_last_grid_takes_the_newest_training_grid(tmp_path):

@@ -100,6 +100,31 @@ def test_probe_metrics_read_uint8_and_float_images_alike(trained_probe):
     assert pr.mean_r2(noisy) < pr.mean_r2(as_uint8)  # a worse picture reads worse
 
 
+def test_degrade_blurs_and_adds_noise_reproducibly():
+    x = torch.from_numpy(render(sample_factors(6, seed=2, split="test"), 32)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(pr.degrade(x, gen(), blur=1e-6, noise=0.0), x, atol=1e-5)  # sigma ~ 0: unchanged
+    blurred = pr.degrade(x, gen(), blur=2.0, noise=0.0)
+    assert blurred.shape == x.shape and torch.equal(blurred, pr.degrade(x, gen(), blur=2.0, noise=0.0))
+
+    def edges(img):  # mean |horizontal gradient|: blur lowers it
+        return (img[..., 1:] - img[..., :-1]).abs().mean().item()
+
+    assert edges(blurred) < edges(x)
+    assert blurred.mean().item() == pytest.approx(x.mean().item(), abs=0.02)  # blur moves no brightness
+    noisy = pr.degrade(x, gen(), blur=0.0, noise=0.3)
+    assert 0.01 < (noisy - x).abs().mean().item() < 0.3 and noisy.min() >= -1 and noisy.max() <= 1
+
+
+def test_probe_records_its_augmentation(tmp_path):
+    probe = pr.train_probe(DATA, tmp_path / "aug", n_train=64, epochs=2, progress=False,
+                           augment={"blur": 1.0, "noise": 0.2})
+    assert json.loads((tmp_path / "aug" / "config.json").read_text())["probe"]["augment"] == {"blur": 1.0, "noise": 0.2}
+    with pytest.raises(CheckpointError, match="augment"):
+        pr.load_probe(tmp_path / "aug", expected_config={"augment": None})
+    assert probe.predict(torch.zeros(2, 3, 32, 32)).shape == (2, len(pr.PROBE_FACTORS))
+
+
 def test_probe_cyclic_outputs_round_trip():
     probe = pr.AttributeProbe(32)
     values = torch.rand(7, len(probe.factor_names))
