@@ -494,6 +494,8 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
                      f"precision@{gt['k']}: {prec}; the spurious factor `{gt['spurious']}` "
                      f"({'used' if gt['spurious_used'] else 'not used'} by the classifier) is exposed by "
                      f"{', '.join(exposed) if exposed else 'no method'}".rstrip(".") + ".")
+            if gt.get("probe_validation"):
+                line += _probe_reading(gt["probe_validation"], gt["used_factors"])
         lines.append(line)
     weak = [f"{task}/{mode}" for (task, mode), exp in explanations.items()
             if abs(mean_effect(exp, "attfind", top)) < WEAK_EFFECT
@@ -522,6 +524,24 @@ def attribute_findings(explanations: Mapping[tuple[str, str], Explanation],
     return ("\n".join(lines) + caveat + "\n\nThe pictures above are the qualitative half of claim 2: "
             "whether an attribute is *interpretable* is for the reader (or, on synthetic data, the "
             "ground-truth table) to judge; the numbers only say how much it moves the classifier.")
+
+
+READABLE_R2 = 0.5  # a factor the probe reads on reconstructions with at least this R^2 counts as readable there
+
+
+def _probe_reading(validation: Mapping[str, Mapping[str, Mapping[str, float]]], used: Sequence[str]) -> str:
+    """One sentence on how well the probe reads this model's reconstructions (the probe's
+    validation on generator output, ``repro.groundtruth.probe_on_reconstructions``)."""
+    from repro.probe import mean_r2
+
+    rec = validation["reconstructions"]
+    readable = [f for f, m in rec.items() if m["r2"] >= READABLE_R2]
+    unread = [f for f in used if rec.get(f, {}).get("r2", 1.0) < READABLE_R2]
+    return (f" The probe reads this model's reconstructions at mean R² {mean_r2(rec):.2f} "
+            f"({mean_r2(validation['originals']):.2f} on the originals); R² >= {READABLE_R2} only for "
+            f"{', '.join(readable) or 'no factor'}"
+            + (f", not for the used {', '.join(unread)}: its readings of those factors' moves are weak." if unread
+               else "."))
 
 
 __all__ = ["ImageChoice", "Counterfactuals", "attribute_findings", "attribute_gifs", "attribute_label",

@@ -46,7 +46,7 @@ PROBE_WIDTH = 32  # channels of the probe's first convolution
 # Training-time degradation (``degrade``: per image a Gaussian blur of sigma in [0, blur] px and
 # Gaussian noise of std in [0, noise], [-1, 1] units), for a probe that must read images softer or
 # noisier than the renderer's. Off by default: measured ad hoc on the shipped seed-0 stylex models
-# (/work/notes/probe_study.py), blur 1 with noise 0.1 or 0.3 left the probe's mean R^2 on their
+# (issue 14's notes, 2026-11-29), blur 1 with noise 0.1 or 0.3 left the probe's mean R^2 on their
 # reconstructions where the clean probe has it (0.02-0.04 against 0.02 / 0.01, 0.96-0.97 on
 # renders either way): what the probe cannot read there is missing from the reconstructions, not
 # a gap in its training.

@@ -223,3 +223,18 @@ def test_attribute_findings_say_what_a_single_attribute_does(tiny):
     assert af._reference_purity(rows) == (" The same probe reads real one-factor changes of the renderer at purity "
                                           "0.45-0.68 for a change of 0.25 of a factor's range and 0.81-0.81 for a "
                                           "change of 1 of a factor's range.")
+
+
+def test_probe_reading_names_the_used_factors_it_cannot_read():
+    from repro.attribute_figures import _probe_reading
+
+    def part(**r2):
+        return {f: {"r2": v, "mae": 0.1} for f, v in r2.items()}
+
+    validation = {"originals": part(wrinkles=0.9, bg_hue=1.0, glasses=0.95),
+                  "reconstructions": part(wrinkles=0.2, bg_hue=0.97, glasses=0.6)}
+    text = _probe_reading(validation, ["wrinkles", "glasses"])
+    assert "mean R² 0.59 (0.95 on the originals)" in text
+    assert "only for bg_hue, glasses, not for the used wrinkles" in text
+    assert text.endswith("weak.")
+    assert _probe_reading(validation, ["glasses"]).endswith("only for bg_hue, glasses.")
