@@ -131,3 +131,13 @@ def test_probe_cyclic_outputs_round_trip():
     raw = probe.encode_targets(values)
     assert raw.shape == (7, probe.num_outputs) and probe.num_outputs == len(probe.factor_names) + len(pr.CYCLIC)
     assert torch.allclose(probe.decode(raw), values, atol=1e-5)
+
+
+def test_probe_budget_scales_with_the_data_and_is_capped():
+    def budget(n):
+        return pr.probe_budget(DataConfig(dataset="synthetic", task="synth-age", resolution=32, n_train=n))
+
+    assert budget(12_000) == (pr.MAX_PROBE_IMAGES, 8) == (32_768, 8)  # the default profile
+    assert budget(1_024) == (4_096, 8)  # the quick profile
+    assert budget(4) == (64, 8)
+    assert budget(10**6)[0] == pr.MAX_PROBE_IMAGES
