@@ -88,8 +88,12 @@ display(Markdown(report.markdown_table(rows) if rows else "no ablation rows meas
 # `python -m repro measure` (records in `benchmarks/results/train_step.jsonl`, made outside the
 # report for the same reason as the ablation), as mean ± std over its seeds, per training length.
 # Besides the ablation's measures, the newer records carry notebook 04's ground-truth measures of
-# AttFind's top 4 (precision@4, purity, the planted shortcut exposed, the single edits' size), so
-# length is judged by the explanations as well as by the reconstructions.
+# AttFind's top 4 (precision@4, purity, the planted shortcut exposed, the single edits' size, and
+# how well the attribute probe reads the model's reconstructions), so length is judged by the
+# explanations as well as by the reconstructions. Rows with `lr_rampdown` 0.5 are the same
+# 1,500-iteration checkpoints resumed to 3,000 with the learning rates falling to 0 over the
+# second half; rows differing in `gt_rule` are the same models counted by another ground-truth
+# rule (the README's "Is more length better?" says what these rows decided).
 
 # %%
 from repro.ablation import MEASURES_FILE, measured_models
