@@ -385,6 +385,11 @@ def _default() -> Profile:
         # /255; purity 0.27 / 0.25 from 0.25 / 0.19), but seed 1 of both tasks diverged (training
         # L1 rising after ~3,500 iterations at lr 2e-3, blurrier reconstructions, C' ratio 0.82 on
         # synth-age), synth-age's top-10 flips of C fell to 0.78 and precision@4 to 0.75 / 0.67.
+        # A constant learning rate: the 1,500-iteration checkpoints resumed to 3,000 with every
+        # rate falling to 0 over the second half (lr_rampdown 0.5; synth-age seeds 0-2, synth-species
+        # seed 0; README "measured_models") all reconstructed worse (synth-age LPIPS 0.43 against
+        # 0.35, C' ratio 0.83 against 0.89) and random coordinates flipped C on 0.12 of images
+        # against 0.01.
         # precision "auto" + channels_last: bf16 autocast where the device computes bfloat16
         # natively (this project's AMD EPYC has AVX512-BF16), fp32 elsewhere. Same-run A/B
         # (benchmarks/train_ab.py, 1 thread, 4 rounds): 1.30x the images per CPU second of e3a86dc's
