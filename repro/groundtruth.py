@@ -444,8 +444,9 @@ def fidelity_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[
 
 def _dominant_label(c: Mapping[str, Any], thresholds: Mapping[str, float]) -> str:
     """A coordinate's dominant factor for a table: with its signed move towards the new class
-    where measured (e.g. ``hair_grey +0.07``), in brackets where it does not count as moved."""
-    label = c["dominant"] + (f" {c['signed'][c['dominant']]:+.2f}" if "signed" in c else "")
+    where measured (e.g. ``hair_grey +0.072``, three decimals so that a move just under the
+    threshold reads as one), in brackets where it does not count as moved."""
+    label = c["dominant"] + (f" {c['signed'][c['dominant']]:+.3f}" if "signed" in c else "")
     return label if moves_dominant(c, **thresholds) else f"({label})"
 
 

@@ -68,7 +68,7 @@ def test_signed_counting_needs_the_move_towards_the_new_class():
     assert not gt.spurious_exposed([coord("glasses", 0.3, signed=-0.06)], "glasses")
     labels = [gt._dominant_label(c, {"min_change": 0.05, "min_factor_change": 0.05})
               for c in (towards, backwards, coord("bg_hue", 0.3))]
-    assert labels == ["wrinkles +0.08", "(wrinkles -0.08)", "bg_hue"]
+    assert labels == ["wrinkles +0.080", "(wrinkles -0.080)", "bg_hue"]
 
 
 # ---------------------------------------------------------------------------------------------
