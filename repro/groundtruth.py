@@ -513,8 +513,9 @@ def plot_fidelity(results: Mapping[tuple[str, str], Mapping[str, Any]], path: st
                                            for v, m in zip(vals, stats)], fontsize=8, padding=2)
         row[1].set(xticks=range(len(runs)), xticklabels=list(runs), ylim=(0, 1.15),
                    ylabel=f"precision@{first['k']}",
-                   title=f"top-{first['k']} coordinates dominated by a factor the classifier uses\n"
-                         f"(* = a coordinate exposes {first['spurious']})")
+                   title=f"top-{first['k']} coordinates that move a factor the classifier uses\n"
+                         f"(>= {first.get('min_factor_change', MIN_FACTOR_CHANGE):g} of its range towards the "
+                         f"new class; * = exposes {first['spurious']})")
         row[1].grid(axis="y", alpha=0.3)
         row[1].legend(fontsize=8)
     fig.tight_layout()
