@@ -384,7 +384,8 @@ def _default() -> Profile:
         # and make larger, slightly purer single edits (smallest top-4 edit 24 / 28 from 16 / 18
         # /255; purity 0.27 / 0.25 from 0.25 / 0.19), but seed 1 of both tasks diverged (training
         # L1 rising after ~3,500 iterations at lr 2e-3, blurrier reconstructions, C' ratio 0.82 on
-        # synth-age), synth-age's top-10 flips of C fell to 0.78 and precision@4 to 0.75 / 0.67.
+        # synth-age), synth-age's top-10 flips of C fell to 0.78 and precision@4 (counted unsigned, as
+        # then) to 0.75 / 0.67.
         # A constant learning rate: the 1,500-iteration checkpoints resumed to 3,000 with every
         # rate falling to 0 over the second half (lr_rampdown 0.5; synth-age seeds 0-2, synth-species
         # seed 0; README "measured_models") all reconstructed worse (synth-age LPIPS 0.43 against

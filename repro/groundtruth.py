@@ -199,8 +199,7 @@ def coordinate_factors(probe: AttributeProbe, explanation: Explanation, attribut
         for c, idx, sub in groups:
             after[idx] = edit_render(model, sub, [toward_class(coord, c)], amount, smin, smax)
         read_after = probe.predict(after)
-        per_image = factor_change(read_before, read_after, names)
-        change = per_image.mean(0)
+        change = factor_change(read_before, read_after, names).mean(0)
         total = float(change.sum())
         j = int(change.argmax())
         row = {"coord": tuple(coord), "changes": {n: float(v) for n, v in zip(names, change)},
@@ -313,7 +312,7 @@ def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, da
 
     Returns {"originals": {factor: {"r2", "mae"}}, "reconstructions": {...}}.
     """
-    from repro.data import ImageSet, load_split
+    from repro.data import load_split
     from repro.evaluation import latents, render as render_latents
 
     model = explanation.model
@@ -321,8 +320,7 @@ def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, da
         return None
     test = load_split(data, "test")
     n = min(n, len(test))
-    subset = ImageSet(test.images[:n], test.labels[:n])
-    lat = latents(model, explanation.classifier, subset, n=n)
+    lat = latents(model, explanation.classifier, test, n=n)
     rec = render_latents(model, lat).clamp(-1.0, 1.0)
     truth = normalise_factors(test.factors[:n].numpy())
     return {"originals": probe_metrics(probe, lat.images, truth), "reconstructions": probe_metrics(probe, rec, truth)}

@@ -51,14 +51,6 @@ PROBE_SEED_OFFSET = 1_000_003  # the probe's renders use data.seed + this: never
 MAX_PROBE_IMAGES = 32_768
 PROBE_PASSES = 262_144
 PROBE_WIDTH = 32  # channels of the probe's first convolution
-# Training-time degradation (``degrade``: per image a Gaussian blur of sigma in [0, blur] px and
-# Gaussian noise of std in [0, noise], [-1, 1] units), for a probe that must read images softer or
-# noisier than the renderer's. Off by default: measured ad hoc on the shipped seed-0 stylex models
-# (issue 14's notes, 2026-11-29), blur 1 with noise 0.1 or 0.3 left the probe's mean R^2 on their
-# reconstructions where the clean probe has it (0.02-0.04 against 0.02 / 0.01, 0.96-0.97 on
-# renders either way): what the probe cannot read there is missing from the reconstructions, not
-# a gap in its training.
-PROBE_AUGMENT: dict[str, float] | None = None
 
 FACTOR_BY_NAME = {f.name: f for f in FACTORS}  # factor name -> its synthetic.Factor (range, kind)
 FACTOR_COLUMN = {f.name: j for j, f in enumerate(FACTORS)}  # factor name -> its column in a factor row
@@ -286,7 +278,7 @@ def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
 
 def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.device = "cpu", force: bool = False,
                 progress: bool | None = None, n_train: int | None = None, epochs: int | None = None,
-                width: int = PROBE_WIDTH, augment: dict[str, float] | None = PROBE_AUGMENT) -> AttributeProbe:
+                width: int = PROBE_WIDTH, augment: dict[str, float] | None = None) -> AttributeProbe:
     """Train (or reuse) the attribute probe for the synthetic data ``data`` describes.
 
     Training images are rendered afresh from the renderer's own factor stream (seed
@@ -295,6 +287,13 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
     classifier's image. Sizes default to :func:`probe_budget`; batches of ``n_train // 32``
     images within [32, 128] (at least 32 steps per epoch). Loss: per output, the squared error
     divided by the target's variance (a mean of 1 - R^2), Adam with a one-cycle schedule.
+
+    ``augment`` ({"blur", "noise"}): train on :func:`degrade`-d renders, for a probe that must read
+    softer or noisier images than the renderer's. Off by default: measured ad hoc on the shipped
+    seed-0 stylex models (issue 14's notes, 2026-11-29), blur 1 with noise 0.1 or 0.3 left the
+    probe's mean R^2 on their reconstructions where the clean probe has it (0.02-0.04 against
+    0.02 / 0.01; 0.96-0.97 on renders either way): what the probe cannot read there is missing
+    from the reconstructions, not a gap in its training.
 
     Writes ``run_dir/config.json``, ``metrics.json`` (per-factor held-out R^2 and MAE, timing)
     and, last, ``probe.pt`` (state_dict + config, atomic), the stage's completion marker
