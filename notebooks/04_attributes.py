@@ -195,7 +195,11 @@ else:
 # generator's image. Its R² per factor on the held-out test images and on each model's
 # reconstructions of them, both against the originals' true factors, says how far its reading
 # of an edit can be trusted: a factor it cannot read on reconstructions is a factor whose moves
-# it cannot see either.
+# it cannot see either. The `refit` columns tell why: a fresh probe fitted to 2,048 of that
+# model's reconstructions of training images (their originals' true factors as targets), read on
+# the same test reconstructions, beside the same recipe fitted to the originals. A factor the
+# refit reads well was kept in a form the renders' probe was never shown; one it cannot read
+# either was lost in the reconstruction, and no edit of that generator can show it cleanly.
 
 # %%
 if gt_results:

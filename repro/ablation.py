@@ -151,7 +151,10 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
     shortcut, ``spurious_p`` 0.5), the size of the single top-4 AttFind edits:
     ``single_pixel_max_255`` (per attribute the mean over images of the largest |pixel change|,
     averaged over the 4) and ``single_pixel_max_255_min`` (the smallest of the 4: the target wants
-    each >= 32), and ``probe_sha256`` (the first 12 hex digits of the probe's weights)."""
+    each >= 32), the probe's mean R^2 on the reconstructions (``probe_r2_reconstructions``) and
+    that of a probe refitted to them (``probe_r2_refit``; ``_originals``: the same recipe on the
+    originals; ``repro.groundtruth.probe_on_reconstructions``), and ``probe_sha256`` (the first
+    12 hex digits of the probe's weights)."""
     from repro.fidelity import groundtruth_record
     from repro.groundtruth import GT_RULE, evaluate
     from repro.probe import PROBE_CHECKPOINT, load_or_train_probe, probe_dir
@@ -170,6 +173,8 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
             "single_pixel_max_255": sum(single) / len(single) if single else None,
             "single_pixel_max_255_min": min(single) if single else None,
             "probe_r2_reconstructions": gt.get("probe_r2_reconstructions"),
+            # a probe refitted to the model's reconstructions, and that recipe on the originals
+            "probe_r2_refit": gt.get("probe_r2_refit"), "probe_r2_refit_originals": gt.get("probe_r2_refit_originals"),
             # which probe read the edits: each run root trains its own (the same seed and data)
             "probe_sha256": sha256_file(probe_dir(profile, task) / PROBE_CHECKPOINT)[:12]}
 

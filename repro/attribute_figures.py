@@ -530,18 +530,29 @@ READABLE_R2 = 0.5  # a factor the probe reads on reconstructions with at least t
 
 
 def _probe_reading(validation: Mapping[str, Mapping[str, Mapping[str, float]]], used: Sequence[str]) -> str:
-    """One sentence on how well the probe reads this model's reconstructions (the probe's
-    validation on generator output, ``repro.groundtruth.probe_on_reconstructions``)."""
+    """How well the probe reads this model's reconstructions (the probe's validation on generator
+    output, ``repro.groundtruth.probe_on_reconstructions``) and, where measured, which used
+    factors even a probe refitted to them cannot recover: lost, not merely unread."""
     from repro.probe import mean_r2
 
     rec = validation["reconstructions"]
     readable = [f for f, m in rec.items() if m["r2"] >= READABLE_R2]
     unread = [f for f in used if rec.get(f, {}).get("r2", 1.0) < READABLE_R2]
-    return (f" The probe reads this model's reconstructions at mean R² {mean_r2(rec):.2f} "
+    text = (f" The probe reads this model's reconstructions at mean R² {mean_r2(rec):.2f} "
             f"({mean_r2(validation['originals']):.2f} on the originals); R² >= {READABLE_R2} only for "
             f"{', '.join(readable) or 'no factor'}"
             + (f", not for the used {', '.join(unread)}: its readings of those factors' moves are weak." if unread
                else "."))
+    refit = validation.get("refit")
+    if refit is None:
+        return text
+    lost = [f for f in used if refit.get(f, {}).get("r2", 1.0) < READABLE_R2]
+    text += (f" A probe refitted to this model's reconstructions reads them at {mean_r2(refit):.2f} "
+             f"({mean_r2(validation['refit_originals']):.2f}, the same recipe on the originals): ")
+    if lost:
+        return text + (f"{', '.join(lost)}, used by the classifier, stay below R² {READABLE_R2} even so: "
+                       f"the reconstructions lose them, so no edit of this generator can show them cleanly.")
+    return text + "it recovers every used factor, so they are kept in a form the renders' probe was never shown."
 
 
 __all__ = ["ImageChoice", "Counterfactuals", "attribute_findings", "attribute_gifs", "attribute_label",

@@ -195,7 +195,9 @@ def groundtruth_record(result: Mapping[str, Any]) -> dict[str, Any]:
     ``precision_at_<k>``, the mean ``purity`` of its top-k coordinates, ``spurious_exposed``
     (0/1), and where the probe was validated on the model's reconstructions its mean R^2 over
     the factors on the originals and on the reconstructions (``probe_r2_originals``,
-    ``probe_r2_reconstructions``)."""
+    ``probe_r2_reconstructions``) and, where measured, that of the probe refitted to the
+    reconstructions and of the same recipe on the originals (``probe_r2_refit``,
+    ``probe_r2_refit_originals``; ``repro.groundtruth.probe_on_reconstructions``)."""
     att = result["methods"]["attfind"]
     coords = att["coords"]
     record = {f"precision_at_{result['k']}": float(att["precision_at_k"]),
@@ -205,6 +207,9 @@ def groundtruth_record(result: Mapping[str, Any]) -> dict[str, Any]:
     if validation:
         record["probe_r2_originals"] = mean_r2(validation["originals"])
         record["probe_r2_reconstructions"] = mean_r2(validation["reconstructions"])
+        for part in ("refit", "refit_originals"):
+            if part in validation:
+                record[f"probe_r2_{part}"] = mean_r2(validation[part])
     return record
 
 

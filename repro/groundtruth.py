@@ -33,6 +33,7 @@ scaled to 0..1 by its range, hues compared on the circle) live in :mod:`repro.pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,14 @@ import torch
 from torch import nn
 
 from repro.classifier import predict_logits
-from repro.config import DataConfig, Profile, TaskConfig
+from repro.config import DataConfig, Profile, TaskConfig, to_dict
 from repro.counterfactual import edit_render
 from repro.data.synthetic import TASKS, intervene, render, sample_factors
 from repro.explain import METHODS, Explanation
 from repro.fidelity import TARGETS
 from repro.inference import classify
 from repro.probe import (CYCLIC, FACTOR_BY_NAME, FACTOR_COLUMN, PROBE_FACTORS, AttributeProbe, factor_change,
-                         load_or_train_probe, mean_r2, normalise_factors, probe_metrics)
+                         fit_probe, load_or_train_probe, mean_r2, normalise_factors, probe_metrics)
 from repro.stylespace import Attributes, flatten_styles, style_range, toward_class
 
 USED_THRESHOLD = 0.25  # a factor is "used" when its importance is >= this share of the largest,
@@ -300,17 +301,34 @@ def spurious_exposed(coords: Sequence[Mapping[str, Any]], spurious: str, *, min_
                and moves_dominant(c, min_change=min_change, min_factor_change=min_factor_change) for c in coords)
 
 
-@torch.inference_mode()
+# The probe refitted to a model's reconstructions (probe_on_reconstructions' "refit"): that many
+# training images' reconstructions, that many epochs, and the same recipe on the originals beside
+# it (what the budget reads when nothing is lost).
+REFIT_IMAGES = 2048
+REFIT_EPOCHS = 8
+REFIT_SEED = 2_000_003
+_REFIT_ORIGINALS: dict[str, dict[str, dict[str, float]]] = {}  # per data config and budget: the originals' refit
+
+
 def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, data: DataConfig, *,
-                             n: int = 512) -> dict[str, dict[str, dict[str, float]]] | None:
+                             n: int = 512, refit_images: int = REFIT_IMAGES,
+                             refit_epochs: int = REFIT_EPOCHS) -> dict[str, dict[str, dict[str, float]]] | None:
     """The probe validated on generator output: its per-factor R^2 and MAE
     (:func:`repro.probe.probe_metrics`) on the first ``n`` test images of ``data`` and on their
     reconstructions G(E(x), C(x)), both against the originals' true factors. The probe never saw
     generator output; where it reads reconstructions much worse than renders, what it reads of
-    an edit is in doubt too. None for a model without an encoder (nothing to reconstruct) or
-    data without known factors.
+    an edit is in doubt too.
 
-    Returns {"originals": {factor: {"r2", "mae"}}, "reconstructions": {...}}.
+    Which is it, then: a factor the reconstructions lost, or one they keep in a form the probe
+    was never shown? ``refit``: a fresh probe (:func:`repro.probe.fit_probe`) fitted to the
+    reconstructions of the first ``refit_images`` training images against their originals' true
+    factors, ``refit_epochs`` epochs, read on the test reconstructions: what a reader that knows
+    this generator can still recover. ``refit_originals``: the same recipe fitted to and read on
+    the originals, its ceiling. ``refit_images`` 0 leaves both out. None for a model without an
+    encoder (nothing to reconstruct) or data without known factors.
+
+    Returns {"originals": {factor: {"r2", "mae"}}, "reconstructions": {...}[, "refit": {...},
+    "refit_originals": {...}]}.
     """
     from repro.data import load_split
     from repro.evaluation import latents, render as render_latents
@@ -320,16 +338,36 @@ def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, da
         return None
     test = load_split(data, "test")
     n = min(n, len(test))
-    lat = latents(model, explanation.classifier, test, n=n)
-    rec = render_latents(model, lat).clamp(-1.0, 1.0)
+    with torch.no_grad():  # not inference_mode: the refit probe trains on these tensors
+        lat = latents(model, explanation.classifier, test, n=n)
+        rec = render_latents(model, lat).clamp(-1.0, 1.0)
     truth = normalise_factors(test.factors[:n].numpy())
-    return {"originals": probe_metrics(probe, lat.images, truth), "reconstructions": probe_metrics(probe, rec, truth)}
+    out = {"originals": probe_metrics(probe, lat.images, truth), "reconstructions": probe_metrics(probe, rec, truth)}
+    if refit_images > 0:
+        train = load_split(data, "train")
+        m = min(refit_images, len(train))
+        fit_truth = normalise_factors(train.factors[:m].numpy())
+        device = next(model.parameters()).device
+        budget = {"resolution": data.resolution, "epochs": refit_epochs, "seed": REFIT_SEED, "device": device,
+                  "progress": False}
+        with torch.no_grad():
+            fit_rec = render_latents(model, latents(model, explanation.classifier, train, n=m)).clamp(-1.0, 1.0)
+        out["refit"] = probe_metrics(fit_probe(fit_rec, fit_truth, **budget)[0], rec, truth)
+        key = json.dumps([to_dict(data), m, refit_epochs, n], sort_keys=True, default=str)
+        if key not in _REFIT_ORIGINALS:
+            fitted = fit_probe(train.images[:m], fit_truth, **budget)[0]
+            _REFIT_ORIGINALS[key] = probe_metrics(fitted, lat.images, truth)
+        out["refit_originals"] = _REFIT_ORIGINALS[key]
+    return out
 
 
 def probe_validation_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per factor (and their mean): the probe's R^2 on the test images (``originals``,
     the same images for every model of a task) and on each model's reconstructions of them (the
-    ``probe_validation`` of :func:`evaluate` results; models without one are left out)."""
+    ``probe_validation`` of :func:`evaluate` results; models without one are left out); where
+    measured, beside each the R^2 of the probe refitted to that model's reconstructions
+    (``refit``) and of the same recipe on the originals (``originals refit``), see
+    :func:`probe_on_reconstructions`."""
     validated = {(task, mode): res["probe_validation"] for (task, mode), res in results.items()
                  if res.get("probe_validation")}
     if not validated:
@@ -339,8 +377,10 @@ def probe_validation_rows(results: Mapping[tuple[str, str], Mapping[str, Any]]) 
     for name in names + ["mean"]:
         row: dict[str, Any] = {"factor": name}
         for (task, mode), v in validated.items():
-            for part, label in (("originals", f"{task} originals"), ("reconstructions", f"{task}/{mode}")):
-                row[label] = mean_r2(v[part]) if name == "mean" else v[part][name]["r2"]
+            for part, label in (("originals", f"{task} originals"), ("refit_originals", f"{task} originals refit"),
+                                ("reconstructions", f"{task}/{mode}"), ("refit", f"{task}/{mode} refit")):
+                if part in v:
+                    row[label] = mean_r2(v[part]) if name == "mean" else v[part][name]["r2"]
         rows.append(row)
     return rows
 

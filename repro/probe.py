@@ -276,6 +276,52 @@ def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
     return probe.to(device).eval().requires_grad_(False)
 
 
+def fit_probe(images: torch.Tensor, normalised: np.ndarray, *, resolution: int, epochs: int, seed: int,
+              width: int = PROBE_WIDTH, lr: float = 3e-3, batch_size: int | None = None,
+              augment: dict[str, float] | None = None, device: str | torch.device = "cpu",
+              progress: bool | None = None, desc: str = "attribute probe") -> tuple[AttributeProbe, list[dict[str, float]]]:
+    """A fresh :class:`AttributeProbe` fitted to ``images`` (uint8 [N, 3, R, R], or float in
+    [-1, 1]) and their ``normalised`` factors; returns it (eval mode, gradients off) and the loss
+    per epoch. Loss: per output, the squared error divided by the target's variance (a mean of
+    1 - R^2), Adam with a one-cycle schedule, ``batch_size`` (default ``N // 32`` within [32, 128])
+    images per step. ``seed`` draws the initialisation, the batch order and ``augment``'s
+    :func:`degrade`; the global RNG is left as it was."""
+    n = len(images)
+    bs = batch_size or max(32, min(128, n // 32))
+    steps_per_epoch = max(1, n // bs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = AttributeProbe(resolution, width, list(PROBE_FACTORS)).to(device)
+    target = probe.encode_targets(torch.from_numpy(np.asarray(normalised)))
+    weight = 1.0 / target.var(0).clamp_min(1e-6)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, enabled=progress)
+    probe.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * bs:(step + 1) * bs]
+            x = images[idx]
+            x = (x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()).to(device)
+            if augment:
+                x = degrade(x, gen, **augment)
+            loss = ((probe.raw(x) - target[idx].to(device)).square() * weight.to(device)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (step + 1):.3f}")
+        history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
+    bar.close()
+    return probe.eval().requires_grad_(False), history
+
+
 def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.device = "cpu", force: bool = False,
                 progress: bool | None = None, n_train: int | None = None, epochs: int | None = None,
                 width: int = PROBE_WIDTH, augment: dict[str, float] | None = None) -> AttributeProbe:
@@ -323,36 +369,9 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
     seconds_render = time.perf_counter() - start
 
     seed_everything(seed)
-    probe = AttributeProbe(data.resolution, config["width"], config["factor_names"]).to(device)
-    target = probe.encode_targets(torch.from_numpy(targets))
-    weight = 1.0 / target.var(0).clamp_min(1e-6)
-    opt = torch.optim.Adam(probe.parameters(), lr=config["lr"])
-    bs = config["batch_size"]
-    steps_per_epoch = max(1, n_train // bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc="attribute probe", enabled=progress)
-    probe.train()
-    for epoch in range(epochs):
-        order = torch.randperm(n_train, generator=gen)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * bs:(step + 1) * bs]
-            x = (images[idx].float() / 127.5 - 1.0).to(device)
-            if augment:
-                x = degrade(x, gen, **augment)
-            loss = ((probe.raw(x) - target[idx].to(device)).square() * weight.to(device)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (step + 1):.3f}")
-        history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
-    bar.close()
-    probe.eval().requires_grad_(False)
+    probe, history = fit_probe(images, targets, resolution=data.resolution, epochs=epochs, seed=seed,
+                               width=config["width"], lr=config["lr"], batch_size=config["batch_size"],
+                               augment=augment, device=device, progress=progress)
     per_factor = probe_metrics(probe, held_images, held_targets)
     metrics = {"factors": per_factor, "mean_r2": mean_r2(per_factor),
                "n_train": n_train, "n_heldout": len(held_images), "epochs": epochs, "history": history,

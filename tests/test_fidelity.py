@@ -88,3 +88,7 @@ def test_groundtruth_record_carries_the_probe_validation():
     assert rec["probe_r2_originals"] == pytest.approx(0.8)
     assert rec["probe_r2_reconstructions"] == pytest.approx(0.3)
     assert "probe_r2_originals" not in fidelity.groundtruth_record({**result, "probe_validation": None})
+    assert "probe_r2_refit" not in rec  # not measured: not reported
+    refit = {**result["probe_validation"], "refit": reading(0.6, 0.2), "refit_originals": reading(1.0, 0.9)}
+    rec = fidelity.groundtruth_record({**result, "probe_validation": refit})
+    assert rec["probe_r2_refit"] == pytest.approx(0.4) and rec["probe_r2_refit_originals"] == pytest.approx(0.95)

@@ -201,7 +201,7 @@ def test_signed_changes_follow_the_directions(tiny_explanation):
 def test_probe_on_reconstructions(tiny_explanation, tmp_path):
     data = dataclasses.replace(DATA, n_train=64, n_val=16, n_test=24, cache_dir=str(tmp_path / "cache"))
     probe = AttributeProbe(32).eval()
-    res = gt.probe_on_reconstructions(probe, tiny_explanation, data, n=16)
+    res = gt.probe_on_reconstructions(probe, tiny_explanation, data, n=16, refit_images=0)
     assert set(res) == {"originals", "reconstructions"}
     for part in res.values():
         assert list(part) == probe.factor_names
@@ -216,6 +216,27 @@ def test_probe_on_reconstructions(tiny_explanation, tmp_path):
     sampled = dataclasses.replace(tiny_explanation, model=StylExArch.of("stylegan2", 32, get_profile("quick").stylex)
                                   .build().eval())
     assert gt.probe_on_reconstructions(probe, sampled, data, n=4) is None
+
+
+def test_probe_refitted_to_reconstructions(tiny_explanation, tmp_path):
+    data = dataclasses.replace(DATA, n_train=64, n_val=16, n_test=24, cache_dir=str(tmp_path / "cache"))
+    probe = AttributeProbe(32).eval()
+    state = torch.get_rng_state()
+    res = gt.probe_on_reconstructions(probe, tiny_explanation, data, n=16, refit_images=48, refit_epochs=2)
+    assert torch.equal(torch.get_rng_state(), state)  # the refits draw from their own seed only
+    assert set(res) == {"originals", "reconstructions", "refit", "refit_originals"}
+    for part in ("refit", "refit_originals"):
+        assert list(res[part]) == probe.factor_names
+        assert all(np.isfinite(m["r2"]) and m["mae"] >= 0 for m in res[part].values())
+    # the refit reads the reconstructions with a probe fitted to them, not the one passed in
+    assert res["refit"] != res["reconstructions"]
+    # deterministic, and the originals' refit is fitted once per data set and budget
+    again = gt.probe_on_reconstructions(probe, tiny_explanation, data, n=16, refit_images=48, refit_epochs=2)
+    assert again["refit"] == res["refit"] and again["refit_originals"] is res["refit_originals"]
+    rows = gt.probe_validation_rows({("synth-age", "stylex"): {"probe_validation": res}})
+    assert list(rows[0]) == ["factor", "synth-age originals", "synth-age originals refit", "synth-age/stylex",
+                             "synth-age/stylex refit"]
+    assert rows[-1]["synth-age/stylex refit"] == pytest.approx(np.mean([m["r2"] for m in res["refit"].values()]))
 
 
 def test_evaluate_rows_and_figures(tiny_explanation, tmp_path):

@@ -68,6 +68,24 @@ def test_probe_training_beats_the_mean_and_is_reused(trained_probe):
         pr.load_probe(run_dir, expected_config={"epochs": 5})
 
 
+def test_fit_probe_is_train_probes_fit_and_leaves_the_global_rng(trained_probe):
+    probe, run_dir = trained_probe
+    config = json.loads((run_dir / "config.json").read_text())["probe"]
+    images, targets = pr._render_split(512, config["seed"], "train", 32, False, "")
+    state = torch.get_rng_state()
+    fitted, history = pr.fit_probe(images, targets, resolution=32, epochs=3, seed=config["seed"],
+                                   batch_size=config["batch_size"], progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(probe.state_dict().values(), fitted.state_dict().values()):
+        assert torch.equal(a, b)  # train_probe is fit_probe on its own renders
+    assert len(history) == 3 and not fitted.training
+    # float images in [-1, 1] (generator output) fit as their uint8 originals do
+    floats, _ = pr.fit_probe(images.float() / 127.5 - 1.0, targets, resolution=32, epochs=3, seed=config["seed"],
+                             batch_size=config["batch_size"], progress=False)
+    for a, b in zip(probe.state_dict().values(), floats.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_predict_uint8_shape_range_and_resize(trained_probe):
     probe, _ = trained_probe
     images = render(sample_factors(5, seed=9, split="test"), 32)
