@@ -39,6 +39,10 @@ ROWS: dict[str, dict[str, Any]] = {
                      "losses.lpips_net": "alex", "losses.img_l1": 5.0, "ema_rampup": None},
     # The control: the default recipe's networks untrained (iteration 0) through the same measures.
     "untrained": {"iterations": 0},
+    # The default recipe (r1-0.2's settings) with a wider generator, encoder and discriminator.
+    "channels-96": {"channels": 96},
+    # ... and with the adversarial term at a tenth: does the discriminator cost the reconstructions?
+    "adv-0.1": {"losses.adv": 0.1},
     # stylegan2-ada's automatic gamma (0.0002 * res^2 / batch = 0.0128 at 32 px, batch 16).
     "r1-0.0128+lpips": {"losses.r1_gamma": 0.0128, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                         "losses.lpips_net": "alex", "losses.img_l1": 1.0},
@@ -179,18 +183,23 @@ def ground_truth_measures(profile: Profile, task: TaskConfig, exp: Any, *, devic
             "probe_sha256": sha256_file(probe_dir(profile, task) / PROBE_CHECKPOINT)[:12]}
 
 
-ROW_COLUMNS = ("row", "iterations", "lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals",
-               "acc_Cprime_reconstructions", "attfind_flip_C", "attfind_flip_Cprime", "attfind_pixel_max_255",
-               "random_flip_C", "random_flip_Cprime")
+ROW_MEASURES = ("lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals", "acc_Cprime_reconstructions",
+                "attfind_flip_C", "attfind_flip_Cprime", "attfind_pixel_max_255", "random_flip_C", "random_flip_Cprime")
+# notebook 02's ablation table: how each row was trained and measured, the measures, and the
+# ground truth of AttFind's top 4 with the probe's reading of the reconstructions (rows measured
+# before the ground truth existed leave those empty)
+ROW_COLUMNS = ("row", "iterations", "precision", "attfind_images", "flip_images", *ROW_MEASURES,
+               "precision_at_4", "purity", "probe_r2_reconstructions", "probe_r2_refit")
 
 
 def ablation_table(path: str | Path = "figures/ablation.json", task: str | None = None) -> list[dict[str, Any]]:
-    """The measured rows of ``path`` (one task, or all) with the columns notebook 02 shows."""
+    """The measured rows of ``path`` (one task, or all) with the columns notebook 02 shows; a
+    setting older records lack is what it was then (:data:`MEASURED_DEFAULTS`)."""
     path = Path(path)
     if not path.exists():
         return []
     rows = json.loads(path.read_text())["rows"]
-    return [{c: r.get(c) for c in (("task",) if task is None else ()) + ROW_COLUMNS}
+    return [{c: r.get(c, MEASURED_DEFAULTS.get(c)) for c in (("task",) if task is None else ()) + ROW_COLUMNS}
             for r in rows if task is None or r["task"] == task]
 
 
@@ -204,7 +213,7 @@ MEASURED_SETTINGS = TRAINING_SETTINGS + MEASUREMENT_SETTINGS
 # The ground-truth measures (synthetic tasks; records before they existed lack them).
 GROUND_TRUTH_COLUMNS = ("precision_at_4", "purity", "spurious_exposed", "single_pixel_max_255",
                         "single_pixel_max_255_min", "probe_r2_reconstructions")
-MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_COLUMNS[2:] + GROUND_TRUTH_COLUMNS
+MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_MEASURES + GROUND_TRUTH_COLUMNS
 # What records written before these fields existed were: fp32 training at a constant learning
 # rate, exact AttFind on 32 images, flip rates over 80 images per repeat, the unsigned ground truth.
 MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "lr_rampdown": None, "attfind_images": 32,
