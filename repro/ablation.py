@@ -31,7 +31,12 @@ ROWS: dict[str, dict[str, Any]] = {
                "ema_rampup": None},
     # R1 gamma for 32 px, no path-length term, still L1 only.
     "r1-0.2": {"losses.r1_gamma": 0.2, "losses.pl_weight": 0.0, "losses.lpips": 0.0, "losses.img_l1": 5.0},
-    # ... and the paper's LPIPS term (AlexNet backbone) beside L1.
+    # The default recipe (these settings) with a wider generator, encoder and discriminator.
+    "channels-96": {"channels": 96},
+    # The default recipe with the adversarial term at a tenth: does the discriminator cost the
+    # reconstructions?
+    "adv-0.1": {"losses.adv": 0.1},
+    # R1 gamma 0.2 and the paper's LPIPS term (AlexNet backbone) beside L1.
     "r1-0.2+lpips": {"losses.r1_gamma": 0.2, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                      "losses.lpips_net": "alex", "losses.img_l1": 1.0},
     # The landed recipe with the paper's LPIPS term at the paper's weight beside it.
@@ -39,10 +44,6 @@ ROWS: dict[str, dict[str, Any]] = {
                      "losses.lpips_net": "alex", "losses.img_l1": 5.0, "ema_rampup": None},
     # The control: the default recipe's networks untrained (iteration 0) through the same measures.
     "untrained": {"iterations": 0},
-    # The default recipe (r1-0.2's settings) with a wider generator, encoder and discriminator.
-    "channels-96": {"channels": 96},
-    # ... and with the adversarial term at a tenth: does the discriminator cost the reconstructions?
-    "adv-0.1": {"losses.adv": 0.1},
     # stylegan2-ada's automatic gamma (0.0002 * res^2 / batch = 0.0128 at 32 px, batch 16).
     "r1-0.0128+lpips": {"losses.r1_gamma": 0.0128, "losses.pl_weight": 0.0, "losses.lpips": 0.5,
                         "losses.lpips_net": "alex", "losses.img_l1": 1.0},
@@ -199,7 +200,9 @@ def ablation_table(path: str | Path = "figures/ablation.json", task: str | None 
     if not path.exists():
         return []
     rows = json.loads(path.read_text())["rows"]
-    return [{c: r.get(c, MEASURED_DEFAULTS.get(c)) for c in (("task",) if task is None else ()) + ROW_COLUMNS}
+    late = ("precision_at_4", "purity", "probe_r2_reconstructions", "probe_r2_refit")  # "-": not measured then
+    return [{c: r.get(c) if r.get(c) is not None else MEASURED_DEFAULTS.get(c, "-" if c in late else None)
+             for c in (("task",) if task is None else ()) + ROW_COLUMNS}
             for r in rows if task is None or r["task"] == task]
 
 

@@ -532,7 +532,7 @@ READABLE_R2 = 0.5  # a factor the probe reads on reconstructions with at least t
 def _probe_reading(validation: Mapping[str, Mapping[str, Mapping[str, float]]], used: Sequence[str]) -> str:
     """How well the probe reads this model's reconstructions (the probe's validation on generator
     output, ``repro.groundtruth.probe_on_reconstructions``) and, where measured, which used
-    factors even a probe refitted to them cannot recover: lost, not merely unread."""
+    factors even a probe refitted to them cannot recover: too little kept, not merely unread."""
     from repro.probe import mean_r2
 
     rec = validation["reconstructions"]
@@ -550,8 +550,9 @@ def _probe_reading(validation: Mapping[str, Mapping[str, Mapping[str, float]]], 
     text += (f" A probe refitted to this model's reconstructions reads them at {mean_r2(refit):.2f} "
              f"({mean_r2(validation['refit_originals']):.2f}, the same recipe on the originals): ")
     if lost:
-        return text + (f"{', '.join(lost)}, used by the classifier, stay below R² {READABLE_R2} even so: "
-                       f"the reconstructions lose them, so no edit of this generator can show them cleanly.")
+        return text + (f"{', '.join(lost)}, used by the classifier, stay below R² {READABLE_R2} even for it: "
+                       f"the reconstructions keep too little of them for an edit of this generator to show "
+                       f"them cleanly.")
     return text + "it recovers every used factor, so they are kept in a form the renders' probe was never shown."
 
 

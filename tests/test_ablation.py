@@ -35,6 +35,9 @@ def test_saved_rows_merge_by_task_and_row(tmp_path):
     table = ablation.ablation_table(path, task="t")
     assert [r["row"] for r in table] == ["landed", "r1-0.2"]  # the order of ROWS
     assert table[1]["l1"] == 0.2 and set(table[0]) == set(ablation.ROW_COLUMNS)
+    # older records: the settings they were measured with, "-" for measures they did not take
+    assert table[0]["attfind_images"] == 32 and table[0]["precision"] == "fp32"
+    assert table[0]["probe_r2_refit"] == "-" and table[0]["random_flip_C"] is None
     assert ablation.ablation_table(tmp_path / "missing.json") == []
 
 
