@@ -550,9 +550,11 @@ def _probe_reading(validation: Mapping[str, Mapping[str, Mapping[str, float]]], 
     text += (f" A probe refitted to this model's reconstructions reads them at {mean_r2(refit):.2f} "
              f"({mean_r2(validation['refit_originals']):.2f}, the same recipe on the originals): ")
     if lost:
-        return text + (f"{', '.join(lost)}, used by the classifier, stay below R² {READABLE_R2} even for it: "
-                       f"the reconstructions keep too little of them for an edit of this generator to show "
-                       f"them cleanly.")
+        one = len(lost) == 1
+        return text + (f"{', '.join(lost)}, used by the classifier, {'stays' if one else 'stay'} below R² "
+                       f"{READABLE_R2} even for it: the reconstructions keep too little of "
+                       f"{'it' if one else 'them'} for an edit of this generator to show {'it' if one else 'them'} "
+                       f"cleanly.")
     return text + "it recovers every used factor, so they are kept in a form the renders' probe was never shown."
 
 

@@ -243,6 +243,11 @@ def test_probe_reading_names_the_used_factors_it_cannot_read():
                 "refit_originals": part(wrinkles=0.9, bg_hue=1.0, glasses=0.98)}
     text = _probe_reading(refitted, ["wrinkles", "glasses"])
     assert "refitted to this model's reconstructions reads them at 0.63 (0.96, the same recipe" in text
-    assert "wrinkles, used by the classifier, stay below R² 0.5 even for it" in text and "glasses, used" not in text
+    assert "wrinkles, used by the classifier, stays below R² 0.5 even for it" in text and "glasses, used" not in text
+    assert text.endswith("too little of it for an edit of this generator to show it cleanly.")
+    both = {**refitted, "refit": part(wrinkles=0.1, bg_hue=0.99, glasses=0.2)}
+    assert _probe_reading(both, ["wrinkles", "glasses"]).endswith(
+        "wrinkles, glasses, used by the classifier, stay below R² 0.5 even for it: the reconstructions keep too "
+        "little of them for an edit of this generator to show them cleanly.")
     assert _probe_reading(refitted, ["glasses"]).endswith("it recovers every used factor, so they are kept in a "
                                                           "form the renders' probe was never shown.")
