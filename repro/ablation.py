@@ -189,19 +189,19 @@ ROW_MEASURES = ("lpips_vgg", "l1", "agreement_C", "acc_Cprime_originals", "acc_C
 # notebook 02's ablation table: how each row was trained and measured, the measures, and the
 # ground truth of AttFind's top 4 with the probe's reading of the reconstructions (rows measured
 # before the ground truth existed leave those empty)
-ROW_COLUMNS = ("row", "iterations", "precision", "attfind_images", "flip_images", *ROW_MEASURES,
-               "precision_at_4", "purity", "probe_r2_reconstructions", "probe_r2_refit")
+ROW_GROUND_TRUTH = ("precision_at_4", "purity", "probe_r2_reconstructions", "probe_r2_refit")
+ROW_COLUMNS = ("row", "iterations", "precision", "attfind_images", "flip_images", *ROW_MEASURES, *ROW_GROUND_TRUTH)
 
 
 def ablation_table(path: str | Path = "figures/ablation.json", task: str | None = None) -> list[dict[str, Any]]:
     """The measured rows of ``path`` (one task, or all) with the columns notebook 02 shows; a
-    setting older records lack is what it was then (:data:`MEASURED_DEFAULTS`)."""
+    setting older records lack is what it was then (:data:`MEASURED_DEFAULTS`), a ground-truth
+    measure they lack "-" (not measured then)."""
     path = Path(path)
     if not path.exists():
         return []
     rows = json.loads(path.read_text())["rows"]
-    late = ("precision_at_4", "purity", "probe_r2_reconstructions", "probe_r2_refit")  # "-": not measured then
-    return [{c: r.get(c) if r.get(c) is not None else MEASURED_DEFAULTS.get(c, "-" if c in late else None)
+    return [{c: r.get(c) if r.get(c) is not None else MEASURED_DEFAULTS.get(c, "-" if c in ROW_GROUND_TRUTH else None)
              for c in (("task",) if task is None else ()) + ROW_COLUMNS}
             for r in rows if task is None or r["task"] == task]
 

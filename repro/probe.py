@@ -279,7 +279,7 @@ def load_probe(run_dir: str | Path, *, device: str | torch.device = "cpu",
 def fit_probe(images: torch.Tensor, normalised: np.ndarray, *, resolution: int, epochs: int, seed: int,
               width: int = PROBE_WIDTH, lr: float = 3e-3, batch_size: int | None = None,
               augment: dict[str, float] | None = None, device: str | torch.device = "cpu",
-              progress: bool | None = None, desc: str = "attribute probe") -> tuple[AttributeProbe, list[dict[str, float]]]:
+              progress: bool | None = None) -> tuple[AttributeProbe, list[dict[str, float]]]:
     """A fresh :class:`AttributeProbe` fitted to ``images`` (uint8 [N, 3, R, R], or float in
     [-1, 1]) and their ``normalised`` factors; returns it (eval mode, gradients off) and the loss
     per epoch. Loss: per output, the squared error divided by the target's variance (a mean of
@@ -298,7 +298,7 @@ def fit_probe(images: torch.Tensor, normalised: np.ndarray, *, resolution: int, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     history = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, enabled=progress)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="attribute probe", enabled=progress)
     probe.train()
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
@@ -330,9 +330,7 @@ def train_probe(data: DataConfig, run_dir: str | Path, *, device: str | torch.de
     Training images are rendered afresh from the renderer's own factor stream (seed
     ``data.seed + PROBE_SEED_OFFSET``, split ``train``; held-out: split ``val``, 1/4 as many,
     at least 256), unplanted, so every factor is independent of the others and none is the
-    classifier's image. Sizes default to :func:`probe_budget`; batches of ``n_train // 32``
-    images within [32, 128] (at least 32 steps per epoch). Loss: per output, the squared error
-    divided by the target's variance (a mean of 1 - R^2), Adam with a one-cycle schedule.
+    classifier's image. Sizes default to :func:`probe_budget`; :func:`fit_probe` fits it.
 
     ``augment`` ({"blur", "noise"}): train on :func:`degrade`-d renders, for a probe that must read
     softer or noisier images than the renderer's. Off by default: measured ad hoc on the shipped
