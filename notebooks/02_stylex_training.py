@@ -93,7 +93,11 @@ display(Markdown(report.markdown_table(rows) if rows else "no ablation rows meas
 # explanations as well as by the reconstructions. Rows with `lr_rampdown` 0.5 are the same
 # 1,500-iteration checkpoints resumed to 3,000 with the learning rates falling to 0 over the
 # second half; rows differing in `gt_rule` are the same models counted by another ground-truth
-# rule (the README's "Is more length better?" says what these rows decided).
+# rule (the README's "Is more length better?" says what these rows decided). Rows with
+# `refine_steps` 50 are the same shipped models measured with each image's encoding refined by 50
+# steps of per-image optimisation (`python -m repro measure --refine-steps 50`,
+# `EvalConfig.refine_steps`): is it the encoder that loses the factors, and does AttFind gain
+# from faithful latents? (the README's "The encoder, refined" says).
 
 # %%
 from repro.ablation import MEASURES_FILE, measured_models

@@ -178,14 +178,21 @@ def cmd_measure(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from repro.ablation import copy_last_grid, measure_model
+    from repro.ablation import copy_last_grid, measure_model, refine_grid
 
     profile, tasks = _tasks(args)
+    if args.refine_grid and args.refine_steps <= 0:
+        raise SystemExit("measure: --refine-grid compares refined reconstructions with the encoder's; "
+                         "give --refine-steps N (N > 0) too")
+    profile = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, refine_steps=args.refine_steps))
     for task in tasks:
         run_dir = Path(args.run_dir) if args.run_dir else profile.model_dir(task.name, "stylex", args.seed)
         if args.grid:
             grid = copy_last_grid(run_dir, args.grid.format(task=task.name))
             print(f"last training grid -> {grid}" if grid else f"{run_dir} has no training grid to copy")
+        if args.refine_grid:
+            print(f"encoder and refined reconstructions -> "
+                  f"{refine_grid(profile, task, run_dir, args.refine_grid.format(task=task.name), steps=args.refine_steps, device=args.device)}")
         record = {"task": task.name, "run_dir": str(run_dir), "label": args.label,
                   **measure_model(profile, task, run_dir, device=args.device, progress=not args.no_progress,
                                  force=args.force)}
@@ -367,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also copy the run's last training grid (held-out originals over "
                                 "reconstructions) to this PNG ({task} is replaced by the task)")
             p.add_argument("--out", default=None, help="append the record to this JSON Lines file")
+            p.add_argument("--refine-steps", type=int, default=0,
+                           help="refine each image's encoding by this many steps of per-image optimisation "
+                                "before every measure (EvalConfig.refine_steps; its explanation is kept in "
+                                "the run's refine-N/ folder) (default: %(default)s, the encoder's w)")
+            p.add_argument("--refine-grid", default=None,
+                           help="with --refine-steps: also write held-out originals over the encoder's and the "
+                                "refined reconstructions to this PNG ({task} is replaced by the task)")
         if name == "explain":
             p.add_argument("--seed", type=int, default=None,
                            help="the model's training seed, one of the profile's seeds (default: the primary one)")

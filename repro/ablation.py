@@ -113,7 +113,8 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
     if lpips.available:
         lpips = lpips.to(next(exp.model.parameters()).device)
     rec, _, _ = reconstruction_metrics(exp.model, exp.classifier, load_split(task.stylex_data, "test"),
-                                       n=n_reconstructions, lpips=lpips if lpips.available else None)
+                                       n=n_reconstructions, lpips=lpips if lpips.available else None,
+                                       refine_steps=profile.eval.refine_steps)
     log_file = run_dir / "log.jsonl"
     log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.exists() else []
     observed = exp.results["observer"]["reconstruction"] or {}
@@ -130,6 +131,7 @@ def measure_model(profile: Profile, task: TaskConfig, run_dir: str | Path, *, de
         "lr_rampdown": read("config.json").get("stylex", {}).get("lr_rampdown"),  # None: constant learning rates
         "attfind_images": exp.results["attfind_images"]["n"],
         "attfind_screen": exp.results["eval_config"]["attfind_screen"],  # None: exact AttFind
+        "refine_steps": profile.eval.refine_steps,  # 0: the encoder's w; N: refined per image (EvalConfig)
         # the flip rate's images per repeat: their style min / max are the edits' targets
         "flip_images": exp.results["methods"]["attfind"]["flip_rate"]["images_per_repeat"],
         "lpips_vgg": rec["lpips"], "lpips_source": lpips.status, "l1": rec["l1"],
@@ -211,16 +213,17 @@ MEASURES_FILE = "benchmarks/results/train_step.jsonl"  # records of `python -m r
 # gt_rule: how precision@4 and "spurious exposed" counted an edit (repro.groundtruth.GT_RULE);
 # records made before the signed rule counted any visible change ("unsigned").
 TRAINING_SETTINGS = ("train_step", "precision", "lr_rampdown")
-MEASUREMENT_SETTINGS = ("attfind_images", "attfind_screen", "flip_images", "gt_rule")
+MEASUREMENT_SETTINGS = ("attfind_images", "attfind_screen", "flip_images", "gt_rule", "refine_steps")
 MEASURED_SETTINGS = TRAINING_SETTINGS + MEASUREMENT_SETTINGS
 # The ground-truth measures (synthetic tasks; records before they existed lack them).
 GROUND_TRUTH_COLUMNS = ("precision_at_4", "purity", "spurious_exposed", "single_pixel_max_255",
-                        "single_pixel_max_255_min", "probe_r2_reconstructions")
+                        "single_pixel_max_255_min", "probe_r2_reconstructions", "probe_r2_refit")
 MEASURED_COLUMNS = ("task", "seed", "iterations", *MEASURED_SETTINGS) + ROW_MEASURES + GROUND_TRUTH_COLUMNS
 # What records written before these fields existed were: fp32 training at a constant learning
-# rate, exact AttFind on 32 images, flip rates over 80 images per repeat, the unsigned ground truth.
+# rate, exact AttFind on 32 images, flip rates over 80 images per repeat, the unsigned ground truth,
+# the encoder's w unrefined.
 MEASURED_DEFAULTS = {"train_step": 1, "precision": "fp32", "lr_rampdown": None, "attfind_images": 32,
-                     "attfind_screen": None, "flip_images": 80, "gt_rule": "unsigned"}
+                     "attfind_screen": None, "flip_images": 80, "gt_rule": "unsigned", "refine_steps": 0}
 
 
 def _measured_records(path: str | Path) -> list[dict[str, Any]]:
@@ -295,6 +298,33 @@ def copy_last_grid(run_dir: str | Path, dest: str | Path) -> Path | None:
         return None
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(grids[-1], dest)
+    return Path(dest)
+
+
+def refine_grid(profile: Profile, task: TaskConfig, run_dir: str | Path, dest: str | Path, *, steps: int,
+                n: int = 8, device: str = "auto") -> Path:
+    """The first ``n`` held-out test images over the model's reconstructions from the encoder's w
+    and from w refined by ``steps`` steps (``repro.evaluation.refine_latents``), with the fixed
+    noise of the reconstruction measures, as a PNG at ``dest``."""
+    from repro.classifier import load_classifier
+    from repro.data import load_split
+    from repro.evaluation import latents, render
+    from repro.figures import plot_reconstructions
+    from repro.model import load_stylex
+    from repro.utils import pick_device
+
+    if steps <= 0:
+        raise ValueError(f"refine_grid compares refined reconstructions with the encoder's: steps must be "
+                         f"above 0, got {steps}")
+    dev = pick_device(device)
+    model = load_stylex(run_dir, device=dev).model
+    classifier = load_classifier(profile.run_dir(task.name, "classifier"), device=dev).model
+    test = load_split(task.stylex_data, "test")
+    plain = latents(model, classifier, test, n=n, progress=False)
+    refined = latents(model, classifier, test, n=n, refine_steps=steps, progress=False)
+    rows = {"original": plain.images, "encoder": render(model, plain).clamp(-1.0, 1.0),
+            f"refined, {steps} steps": render(model, refined).clamp(-1.0, 1.0)}
+    plot_reconstructions({k: v.cpu() for k, v in rows.items()}, dest, n=n)
     return Path(dest)
 
 

@@ -143,7 +143,8 @@ class WuImages:
 
 
 @torch.inference_mode()
-def wu_images(model: Any, classifier: torch.nn.Module, task: Any, ev: Any, *, batch_size: int = 256) -> WuImages:
+def wu_images(model: Any, classifier: torch.nn.Module, task: Any, ev: Any, *, batch_size: int = 256,
+              progress: bool | None = None) -> WuImages:
     """StyleSpace vectors and class probabilities of ``ev.wu_images`` images for Wu's statistics.
 
     Wu's statistics (per-coordinate mean and std over all images, d of the positives) need only
@@ -154,7 +155,8 @@ def wu_images(model: Any, classifier: torch.nn.Module, task: Any, ev: Any, *, ba
     * A model with an encoder (the StylEx modes) encodes real images: the validation split (the
       AttFind images are its first ``attfind_images``; the held-out images are the test split),
       topped up from the training split when the validation split has fewer than
-      ``ev.wu_images``. Styles: encoder + ``generator.styles``, no render. Probabilities: the
+      ``ev.wu_images``. Styles: encoder (refined per image where ``ev.refine_steps`` asks, as
+      AttFind's images are) + ``generator.styles``, no render. Probabilities: the
       classifier's softmax on the **real images** -- the ones the encoder is conditioned on, so
       no render is needed. (Training images, where the top-up reaches them, are ones the
       classifier was fit to, so its softmax there is more confident; the record says how many.)
@@ -184,7 +186,8 @@ def wu_images(model: Any, classifier: torch.nn.Module, task: Any, ev: Any, *, ba
             warnings.warn(f"Wu et al.: EvalConfig.wu_images = {n} but {images.name} hold only {len(images)} "
                           f"images; Wu's statistics use those {len(images)}", stacklevel=2)
         data: dict[str, Any] = {"splits": {split: k for split, (_, k) in zip(("val", "train"), parts)}}
-        lat = latents(model, classifier, images, n=len(images), seed=ev.seed, batch_size=batch_size)
+        lat = latents(model, classifier, images, n=len(images), seed=ev.seed, batch_size=batch_size,
+                      refine_steps=ev.refine_steps, progress=progress)
         logits = classify_images(classifier, lat.images, batch_size)
         probs_of = "real images"
     else:

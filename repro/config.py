@@ -232,6 +232,10 @@ class EvalConfig:
         wu_images: images whose styles Wu et al.'s statistics are computed over (styles only, no
             effect tensor; disjoint from the held-out images; see ``repro.baselines.wu_images``).
         seed: image sampling seed.
+        refine_steps: 0 (the paper): w = [E(x), C(x)] as the encoder gives it. N > 0: each image's
+            encoding is then refined by N steps of per-image optimisation under StylEx's
+            reconstruction terms (``repro.evaluation.refine_latents``) before AttFind, the baselines,
+            the flip rate and the reconstruction measures use it.
     """
 
     attfind_images: int = 128
@@ -245,9 +249,14 @@ class EvalConfig:
     wu_threshold: float = 0.9
     wu_images: int = 1000
     seed: int = 0
+    refine_steps: int = 0
 
     def __post_init__(self) -> None:
         _require_positive(self, "attfind_images", "k", "k_max", "repeats", "images_per_repeat", "wu_images")
+        if isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, numbers.Integral) \
+                or self.refine_steps < 0:
+            raise ValueError(f"EvalConfig.refine_steps must be a whole number >= 0 (0: the encoder's w as it is), "
+                             f"got {self.refine_steps!r}")
         if self.attfind_screen is not None and not (isinstance(self.attfind_screen, numbers.Real)
                                                     and not isinstance(self.attfind_screen, bool)
                                                     and 0.0 < self.attfind_screen <= 1.0):

@@ -134,8 +134,10 @@ def check_eval_config(ev: EvalConfig, num_styles: int) -> None:
                          f"set k, k_max and curve_ks to at most {num_styles}")
 
 
-def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig, profile: Profile) -> tuple[Latents, Latents]:
-    """(AttFind images, held-out evaluation images), disjoint, with fixed noise."""
+def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig, profile: Profile, *,
+               progress: bool | None = None) -> tuple[Latents, Latents]:
+    """(AttFind images, held-out evaluation images), disjoint, with fixed noise (encodings refined
+    per image where ``EvalConfig.refine_steps`` asks)."""
     ev = profile.eval
     n_eval = ev.repeats * ev.images_per_repeat
     if model.encoder is not None:
@@ -144,8 +146,9 @@ def image_sets(model: StylExModel, classifier: torch.nn.Module, task: TaskConfig
             raise ValueError(f"{ev.repeats} repeats x {ev.images_per_repeat} images need {n_eval} held-out "
                              f"images but {test.name} has {len(test)}; lower EvalConfig.repeats or "
                              f"EvalConfig.images_per_repeat so that their product is at most {len(test)}")
-        return (latents(model, classifier, val, n=ev.attfind_images, seed=ev.seed),
-                latents(model, classifier, test, n=n_eval, seed=ev.seed + 1))
+        refine = {"refine_steps": ev.refine_steps, "progress": progress}
+        return (latents(model, classifier, val, n=ev.attfind_images, seed=ev.seed, **refine),
+                latents(model, classifier, test, n=n_eval, seed=ev.seed + 1, **refine))
     return (latents(model, classifier, n=ev.attfind_images, seed=ev.seed),
             latents(model, classifier, n=n_eval, seed=ev.seed + 10_000))
 
@@ -189,11 +192,13 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         observer_note = f"the second observer in {observer_dir(profile, task)} was not used: {err}"
     observer = None if observer_run is None else (
         observer_run.model if target_class is None else OneVsRest(observer_run.model, target_class))
-    found, held_out = image_sets(model, full_classifier, task, profile)  # w = [E(x), K-way softmax]
+    found, held_out = image_sets(model, full_classifier, task, profile, progress=progress)  # w = [E(x), K-way softmax]
     if target_class is not None and held_out.labels is not None:  # labels of the decision c vs rest
         held_out.labels = torch.where(held_out.labels < 0, held_out.labels, (held_out.labels == target_class).long())
     G, ev = model.generator, profile.eval
     model_dir, run_dir = run_dir, class_dir(run_dir, target_class)
+    if ev.refine_steps:  # another procedure: its results beside, not over, the encoder's own
+        run_dir = run_dir / f"refine-{ev.refine_steps}"
 
     stamp = _fingerprint(model_dir / FINAL, profile.run_dir(task.name, "classifier") / CHECKPOINT)
     if target_class is not None:
@@ -202,6 +207,10 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
         stamp = f"{stamp} screen={ev.attfind_screen} {ev.attfind_preset}"
     observer_stamp = _fingerprint(observer_run.run_dir / CHECKPOINT) if observer_run is not None else "none"
     procedure = {**dataclasses.asdict(ev), "top_single": top_single}
+    if not ev.refine_steps:  # results computed before the setting existed stay valid: they used none
+        del procedure["refine_steps"]
+    else:
+        stamp = f"{stamp} refine={ev.refine_steps}"
 
     def reuse() -> Explanation:  # the stage's config check: the weights the results were computed from
         results = load_results(run_dir / RESULTS)
@@ -243,7 +252,7 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     # rule), or, when no image passes it, Wu's own top 2% (recorded in wu_threshold_used).
     # mean_effect: AttFind's effect tensor on its own images, a diagnostic the ranking never reads.
     with timed() as t_wu:
-        wu_set = wu_images(model, full_classifier, task, ev)
+        wu_set = wu_images(model, full_classifier, task, ev, progress=progress)
         if target_class is not None:  # the K-way softmax as the decision c vs rest: [1 - p_c, p_c]
             p = wu_set.probs[:, target_class]
             wu_set.probs = torch.stack([1.0 - p, p], dim=1)

@@ -338,8 +338,9 @@ def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, da
         return None
     test = load_split(data, "test")
     n = min(n, len(test))
+    refine = (explanation.results.get("eval_config") or {}).get("refine_steps", 0)  # the explanation's latents
     with torch.no_grad():  # not inference_mode: the refit probe trains on these tensors
-        lat = latents(model, explanation.classifier, test, n=n)
+        lat = latents(model, explanation.classifier, test, n=n, refine_steps=refine)
         rec = render_latents(model, lat).clamp(-1.0, 1.0)
     truth = normalise_factors(test.factors[:n].numpy())
     out = {"originals": probe_metrics(probe, lat.images, truth), "reconstructions": probe_metrics(probe, rec, truth)}
@@ -351,7 +352,8 @@ def probe_on_reconstructions(probe: AttributeProbe, explanation: Explanation, da
         budget = {"resolution": data.resolution, "epochs": refit_epochs, "seed": REFIT_SEED, "device": device,
                   "progress": False}
         with torch.no_grad():
-            fit_rec = render_latents(model, latents(model, explanation.classifier, train, n=m)).clamp(-1.0, 1.0)
+            fit_rec = render_latents(model, latents(model, explanation.classifier, train, n=m,
+                                                    refine_steps=refine)).clamp(-1.0, 1.0)
         out["refit"] = probe_metrics(fit_probe(fit_rec, fit_truth, **budget)[0], rec, truth)
         key = json.dumps([to_dict(data), m, refit_epochs, n], sort_keys=True, default=str)
         if key not in _REFIT_ORIGINALS:

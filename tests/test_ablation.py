@@ -124,6 +124,34 @@ def test_measure_model_reads_the_explanation_and_records_the_fidelity_measures(t
     assert "purity" not in record  # ground_truth=False
 
 
+def test_a_refined_measure_keeps_its_explanation_beside_the_encoders_and_says_so(tmp_path):
+    import dataclasses
+    import json
+
+    from fake_runs import fake_finished_run
+
+    from repro.data import load_split
+    from repro.evaluation import reconstruction_metrics
+    from repro.explain import RESULTS, explain_model
+
+    profile, task = fake_finished_run(tmp_path, ("stylex",), observer=True)
+    run_dir = profile.model_dir(task.name, "stylex")
+    (run_dir / "log.jsonl").write_text(json.dumps({"iteration": 12, "sec_per_iter": 0.5}) + "\n")
+    plain = explain_model(profile, task, "stylex", device="cpu", progress=False)
+    before = (run_dir / RESULTS).read_bytes()
+    refined = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, refine_steps=2))
+    record = ablation.measure_model(refined, task, run_dir, device="cpu", progress=False, n_reconstructions=8,
+                                    ground_truth=False)
+    assert record["refine_steps"] == 2
+    assert (run_dir / RESULTS).read_bytes() == before  # the encoder's own explanation is untouched
+    results = json.loads((run_dir / "refine-2" / RESULTS).read_text())
+    assert results["eval_config"]["refine_steps"] == 2 and "refine_steps" not in plain.results["eval_config"]
+    assert record["attfind_flip_C"] == results["methods"]["attfind"]["observer"]["flip_C"]
+    # the reconstructions measured are the refined ones: closer to their originals than the encoder's
+    unrefined, _, _ = reconstruction_metrics(plain.model, plain.classifier, load_split(task.stylex_data, "test"), n=8)
+    assert record["l1"] < unrefined["l1"]
+
+
 def test_measure_model_records_the_reports_ground_truth_measures(tmp_path, monkeypatch):
     import json
 
@@ -170,3 +198,14 @@ def test_copy_last_grid_takes_the_newest_training_grid(tmp_path):
     dest = ablation.copy_last_grid(tmp_path / "run", tmp_path / "figures" / "grid.png")
     assert dest.read_bytes() == b"grid 1000"
     assert ablation.copy_last_grid(tmp_path / "empty", tmp_path / "none.png") is None
+
+
+def test_refine_grid_shows_originals_over_both_reconstructions_and_needs_refine_steps(tmp_path):
+    from fake_runs import fake_finished_run
+
+    profile, task = fake_finished_run(tmp_path, ("stylex",))
+    run_dir = profile.model_dir(task.name, "stylex")
+    with pytest.raises(ValueError, match="steps must be above 0"):
+        ablation.refine_grid(profile, task, run_dir, tmp_path / "grid.png", steps=0, n=2, device="cpu")
+    out = ablation.refine_grid(profile, task, run_dir, tmp_path / "figs" / "grid.png", steps=2, n=2, device="cpu")
+    assert out == tmp_path / "figs" / "grid.png" and out.stat().st_size > 0
