@@ -81,13 +81,14 @@ for t in P.tasks:
 
 # %% [markdown]
 # ## What the encoder loses
-# The same held-out images, reconstructed by the stylex model (training seed 0) from the
-# encoder's w, and from that w refined per image: the encoder's part of w optimised by 50 Adam
-# steps under StylEx's own reconstruction terms (5 x L1 + KL to C(x)) through the frozen
-# generator, the class entries unchanged (`repro.evaluation.refine_latents`). What the refined
-# row draws and the encoder's does not is what this generator can draw but its encoder does not
-# find. The report's measures use the encoder's w, as the paper does; notebook 02's table has the
-# same models measured with refined latents (`python -m repro measure --refine-steps 50`).
+# `figures/refine_<task>.png`: the same held-out images, reconstructed by the stylex model
+# (training seed 0) from the encoder's w, and from that w refined per image: the encoder's part
+# of w optimised by 50 Adam steps under StylEx's own reconstruction terms (5 x L1 + KL to C(x))
+# through the frozen generator, the class entries unchanged (`repro.evaluation.refine_latents`).
+# What the refined row draws and the encoder's does not is what this generator can draw but its
+# encoder does not find. The report's measures use the encoder's w, as the paper does; notebook
+# 02's table has the same models measured with refined latents
+# (`python -m repro measure --refine-steps 50`), and the README says what they showed.
 
 # %%
 from repro.ablation import refine_grid

@@ -182,7 +182,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
 
     profile, tasks = _tasks(args)
     if args.refine_grid and args.refine_steps <= 0:
-        raise SystemExit("measure: --refine-grid compares refined reconstructions with the encoder's; "
+        raise ValueError("measure --refine-grid compares refined reconstructions with the encoder's; "
                          "give --refine-steps N (N > 0) too")
     profile = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, refine_steps=args.refine_steps))
     for task in tasks:

@@ -165,7 +165,9 @@ def explain_model(profile: Profile, task: TaskConfig, mode: str, *, device: str 
     computed from (training C' later recomputes them, reusing the cached AttFind effects).
 
     ``target_class``: with K > 2 classes, the class explained one-vs-rest (module docstring;
-    results in ``class-<c>/``); None (two classes) is the paper's explanation."""
+    results in ``class-<c>/``); None (two classes) is the paper's explanation. With
+    ``EvalConfig.refine_steps`` N > 0 the encodings are refined per image first and the results
+    live in ``refine-N/`` below that, beside the encoder's own."""
     config = get_preset(profile.eval.attfind_preset)  # a bad name fails now, not after the effects
     dev = pick_device(device)
     run_dir = Path(run_dir) if run_dir is not None else profile.model_dir(task.name, mode, seed)

@@ -462,3 +462,10 @@ def test_cli_interrupt_is_one_line(capsys, monkeypatch, error, code):
     monkeypatch.setitem(cli.COMMANDS, "profiles", (command, "raises"))
     got, err = run_main(capsys, "profiles")
     assert got == code and err.startswith("interrupted: ") and err.count("\n") == 1
+
+
+def test_measure_refuses_a_refine_grid_without_refinement_and_a_negative_step_count(capsys, no_data_loading):
+    code, err = run_main(capsys, "measure", "--profile", "quick", "--refine-grid", "grid.png")
+    assert code == 2 and "give --refine-steps N (N > 0) too" in err
+    code, err = run_main(capsys, "measure", "--profile", "quick", "--refine-steps", "-3")
+    assert code == 2 and "EvalConfig.refine_steps must be a whole number >= 0" in err
